@@ -1,0 +1,147 @@
+import { Redis } from "ioredis";
+import { ConfigError, configHelp, loadConfig } from "./src/config/load.ts";
+import type { Config } from "./src/config/schema.ts";
+import { UserStore } from "./src/auth/users.ts";
+import { TokenService, watchUserChanges } from "./src/auth/tokens.ts";
+import { RedisRateLimiter } from "./src/auth/redis_rate_limiter.ts";
+import { Store } from "./src/broker/store.ts";
+import { Notifier } from "./src/broker/notifier.ts";
+import { QueueService } from "./src/broker/queues.ts";
+import { TopicService } from "./src/broker/topics.ts";
+import { localOnlySink } from "./src/replication/record.ts";
+import { createApp } from "./src/api/app.ts";
+
+/** A running node; `stop()` drains requests and closes connections. */
+export interface RunningNode {
+  config: Config;
+  url: string;
+  stop(): Promise<void>;
+}
+
+function connect(url: string, name: string): Redis {
+  const redis = new Redis(url, {
+    connectionName: name,
+    maxRetriesPerRequest: 2,
+    lazyConnect: true,
+  });
+  redis.on("error", (err) => console.error(`redis ${name}: ${err.message}`));
+  return redis;
+}
+
+async function ping(redis: Redis): Promise<boolean> {
+  try {
+    return (await redis.ping()) === "PONG";
+  } catch {
+    return false;
+  }
+}
+
+/** Wires one node together from its configuration and starts serving. */
+export async function startNode(config: Config): Promise<RunningNode> {
+  const local = connect(config.localRedisUrl, `momd-${config.nodeId}-local`);
+  const usersRedis = connect(config.usersRedisUrl, `momd-${config.nodeId}-users`);
+  const userEvents = connect(config.usersRedisUrl, `momd-${config.nodeId}-user-events`);
+  await Promise.all([local.connect(), usersRedis.connect(), userEvents.connect()]);
+
+  const users = new UserStore(usersRedis, { hashCost: config.passwordHashCost });
+  const tokens = new TokenService(users, {
+    secret: config.jwtSecret,
+    ttlSeconds: config.tokenTtlSeconds,
+  });
+  await watchUserChanges(userEvents, tokens);
+  const limiter = new RedisRateLimiter(usersRedis, {
+    perMinute: config.rateLimitPerMinute,
+    loginFailuresPerMinute: config.loginFailuresPerMinute,
+  });
+
+  const store = await Store.open(local, { sink: localOnlySink });
+  const notifier = new Notifier();
+  const queues = new QueueService(store, notifier);
+  const topics = new TopicService(store, notifier);
+
+  if (await users.ensureAdmin(config.adminUsername, config.adminPassword)) {
+    console.log(`created admin '${config.adminUsername}'`);
+  }
+
+  const app = createApp({
+    config,
+    users,
+    tokens,
+    limiter,
+    queues,
+    topics,
+    readiness: async () => ({
+      localRedis: await ping(local),
+      usersRedis: await ping(usersRedis),
+    }),
+  });
+
+  const [hostname, port] = splitHostPort(config.httpListen);
+  const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
+  const url = `http://${hostname}:${server.addr.port}`;
+  console.log(`momd node ${config.nodeId} serving ${url}`);
+
+  return {
+    config,
+    url,
+    async stop() {
+      await server.shutdown();
+      limiter.close();
+      await Promise.allSettled([local.quit(), usersRedis.quit(), userEvents.quit()]);
+    },
+  };
+}
+
+function splitHostPort(value: string): [string, number] {
+  const i = value.lastIndexOf(":");
+  return [value.slice(0, i), Number(value.slice(i + 1))];
+}
+
+const USAGE = `momd — message-oriented middleware
+
+Usage:
+  momd serve [settings]   run a node (momd serve --help lists the settings)
+  momd --help             this text
+`;
+
+async function serve(args: string[]): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(`Usage: momd serve [settings]\n\n${configHelp()}`);
+    return;
+  }
+  let config: Config;
+  try {
+    config = loadConfig(args, Deno.env.toObject());
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`momd: configuration error: ${err.message}`);
+      Deno.exit(2);
+    }
+    throw err;
+  }
+  const node = await startNode(config);
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) Deno.exit(1); // second signal: stop at once
+    stopping = true;
+    console.log("momd: draining and stopping (signal again to stop at once)");
+    const force = setTimeout(() => Deno.exit(1), 15_000);
+    node.stop().then(() => {
+      clearTimeout(force);
+      Deno.exit(0);
+    });
+  };
+  Deno.addSignalListener("SIGTERM", onSignal);
+  Deno.addSignalListener("SIGINT", onSignal);
+}
+
+if (import.meta.main) {
+  const [command, ...rest] = Deno.args;
+  if (command === "serve") await serve(rest);
+  else if (!command || command === "--help" || command === "-h" || command === "help") {
+    console.log(USAGE);
+  } else {
+    console.error(`momd: unknown command '${command}'\n\n${USAGE}`);
+    Deno.exit(2);
+  }
+}

@@ -1,0 +1,82 @@
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import type { Config } from "../config/schema.ts";
+import type { TokenService } from "../auth/tokens.ts";
+import type { UserStore } from "../auth/users.ts";
+import type { RateLimiter } from "../auth/rate_limit.ts";
+import type { QueueService } from "../broker/queues.ts";
+import type { TopicService } from "../broker/topics.ts";
+import type { AppEnv } from "./context.ts";
+import { problem, toProblem } from "./problem.ts";
+import { validationHook } from "./validation.ts";
+import { clientIp } from "./middleware/client_ip.ts";
+import { requireAuth } from "./middleware/auth.ts";
+import { rateLimit } from "./middleware/rate_limit.ts";
+import { registerAuthRoutes } from "./routes/auth.ts";
+import { registerUserRoutes } from "./routes/users.ts";
+import { registerQueueRoutes } from "./routes/queues.ts";
+import { registerTopicRoutes } from "./routes/topics.ts";
+import { registerHealthRoutes } from "./routes/health.ts";
+import { registerDocsRoutes } from "./routes/docs.ts";
+
+/** Everything the HTTP API needs, passed in explicitly. */
+export interface ApiDeps {
+  config: Pick<Config, "maxBodyBytes" | "trustedProxies" | "loginFailuresPerMinute" | "nodeId">;
+  users: UserStore;
+  tokens: TokenService;
+  limiter: RateLimiter;
+  queues: QueueService;
+  topics: TopicService;
+  /** Each dependency's reachability, for /readyz. */
+  readiness: () => Promise<Record<string, boolean>>;
+}
+
+/** The momd REST API as a Hono app (call `app.fetch` or `app.request` in tests). */
+export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
+  const app = new OpenAPIHono<AppEnv>({ defaultHook: validationHook });
+
+  app.onError(toProblem);
+  app.notFound((c) => problem(c, 404, `no route for ${c.req.method} ${c.req.path}`));
+
+  app.use("*", clientIp(deps.config.trustedProxies));
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: deps.config.maxBodyBytes,
+      onError: (c) =>
+        problem(c, 413, `request body larger than ${deps.config.maxBodyBytes} bytes`, {
+          code: "too_large",
+        }),
+    }),
+  );
+
+  registerHealthRoutes(app, deps);
+  registerDocsRoutes(app);
+
+  // Everything under /v1 needs a token, except asking for one.
+  const auth = requireAuth(deps.tokens);
+  const limited = rateLimit(deps.limiter);
+  const open = (c: { req: { path: string } }) => c.req.path === "/v1/auth/token";
+  app.use("/v1/*", (c, next) => open(c) ? next() : auth(c, next));
+  app.use("/v1/*", (c, next) => open(c) ? next() : limited(c, next));
+
+  registerAuthRoutes(app, deps);
+  registerUserRoutes(app, deps);
+  registerQueueRoutes(app, deps);
+  registerTopicRoutes(app, deps);
+
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "momd",
+      version: "1.0.0",
+      description: "Message-oriented middleware: queues and topics over REST.",
+    },
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {
+    type: "http",
+    scheme: "bearer",
+    bearerFormat: "JWT",
+  });
+  return app;
+}

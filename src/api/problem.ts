@@ -1,0 +1,100 @@
+import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { BrokerError, type BrokerErrorCode } from "../broker/errors.ts";
+
+/** An RFC 9457 problem document, the one error shape of the `/v1` API. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  [extra: string]: unknown;
+}
+
+const TITLES: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  409: "Conflict",
+  413: "Content Too Large",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/** The one place where a domain refusal becomes an HTTP status. */
+const STATUS_OF: Record<BrokerErrorCode, ContentfulStatusCode> = {
+  not_found: 404,
+  already_exists: 409,
+  conflict: 409,
+  forbidden: 403,
+  invalid: 400,
+  too_large: 413,
+  queue_full: 409,
+  stale_receipt: 409,
+  stale_epoch: 503,
+  unavailable: 503,
+};
+
+/**
+ * A refusal decided by the HTTP layer itself (bad credentials, rate limits). Handlers throw it;
+ * toProblem renders it like every other error.
+ */
+export class ApiError extends Error {
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly detail: string,
+    readonly code: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail);
+    this.name = "ApiError";
+  }
+}
+
+/** Builds a problem+json response. */
+export function problem(
+  c: Context,
+  status: ContentfulStatusCode,
+  detail: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): Response {
+  const body: Problem = {
+    type: `https://momd.dev/problems/${(extra.code as string | undefined) ?? status}`,
+    title: TITLES[status] ?? "Error",
+    status,
+    detail,
+    ...extra,
+  };
+  return c.newResponse(JSON.stringify(body), status, {
+    "content-type": "application/problem+json",
+    ...headers,
+  });
+}
+
+/** Maps any error thrown by a handler to a problem response; unknown errors are logged as 500. */
+export function toProblem(err: unknown, c: Context): Response {
+  if (err instanceof BrokerError) {
+    const status = STATUS_OF[err.code];
+    const headers: Record<string, string> = {};
+    if (status === 503) headers["retry-after"] = String(err.retryAfterSeconds ?? 1);
+    return problem(c, status, err.detail, { code: err.code }, headers);
+  }
+  if (err instanceof ApiError) {
+    return problem(c, err.status, err.detail, { code: err.code }, err.headers);
+  }
+  if (err instanceof HTTPException) {
+    const status = err.status as ContentfulStatusCode;
+    const headers: Record<string, string> = {};
+    err.res?.headers.forEach((v, k) => {
+      if (k.toLowerCase() !== "content-type") headers[k] = v;
+    });
+    return problem(c, status, err.message || TITLES[status] || "error", {}, headers);
+  }
+  console.error("unhandled error", err);
+  return problem(c, 500, "internal error");
+}

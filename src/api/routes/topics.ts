@@ -1,0 +1,6 @@
+import type { OpenAPIHono } from "@hono/zod-openapi";
+import type { ApiDeps } from "../app.ts";
+import type { AppEnv } from "../context.ts";
+
+/** topics routes: placeholder until implemented. */
+export function registerTopicRoutes(_app: OpenAPIHono<AppEnv>, _deps: ApiDeps): void {}

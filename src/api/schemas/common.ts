@@ -1,0 +1,44 @@
+import { z } from "@hono/zod-openapi";
+import { NAME_PATTERN } from "../../broker/keys.ts";
+
+/** The problem+json body every error carries. */
+export const ProblemSchema = z.object({
+  type: z.string(),
+  title: z.string(),
+  status: z.number().int(),
+  detail: z.string(),
+  code: z.string().optional(),
+}).openapi("Problem");
+
+/** Name of a queue, topic or subscription. */
+export const EntityName = z.string().regex(
+  NAME_PATTERN,
+  "must be 1-128 characters of a-z, A-Z, 0-9, '_' and '-'",
+);
+
+/** Pagination and prefix filter of listings. */
+export const ListQuery = z.object({
+  prefix: z.string().max(128).optional().openapi({ description: "only names starting with this" }),
+  after: z.string().max(128).optional().openapi({
+    description: "the last name of the page before",
+  }),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+}).strict();
+
+/** Responses every authenticated route may give, for the OpenAPI document. */
+export function errorResponses(...statuses: number[]) {
+  const out: Record<
+    number,
+    { description: string; content: Record<string, { schema: typeof ProblemSchema }> }
+  > = {};
+  for (const s of [400, 401, 429, ...statuses]) {
+    out[s] = {
+      description: "problem",
+      content: { "application/problem+json": { schema: ProblemSchema } },
+    };
+  }
+  return out;
+}
+
+/** Marks a route as needing a bearer token in the OpenAPI document. */
+export const bearer = [{ bearer: [] }];

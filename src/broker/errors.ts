@@ -1,0 +1,50 @@
+/** Every way a broker operation can be refused. The API maps each code to HTTP in one place. */
+export type BrokerErrorCode =
+  | "not_found" // entity, subscription or user does not exist
+  | "already_exists" // create with a different configuration, or a taken name
+  | "conflict" // state does not allow the operation now
+  | "forbidden" // the caller lacks a right; detail names it
+  | "invalid" // input passed the schema but breaks a rule (e.g. delay above the limit)
+  | "too_large" // message or batch above the configured size
+  | "queue_full" // max length reached with the reject policy
+  | "stale_receipt" // receipt of an earlier delivery attempt, or unknown
+  | "stale_epoch" // a write fenced by a newer ownership epoch
+  | "unavailable"; // this node cannot serve the entity right now (retry later)
+
+/** A refusal with a stable code and a human-readable detail. */
+export class BrokerError extends Error {
+  constructor(
+    readonly code: BrokerErrorCode,
+    readonly detail: string,
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(`${code}: ${detail}`);
+    this.name = "BrokerError";
+  }
+}
+
+const CODES = new Set<string>([
+  "not_found",
+  "already_exists",
+  "conflict",
+  "forbidden",
+  "invalid",
+  "too_large",
+  "queue_full",
+  "stale_receipt",
+  "stale_epoch",
+  "unavailable",
+]);
+
+/**
+ * Lua scripts refuse with `redis.error_reply("MOMD <code> <detail>")`; this turns such a reply
+ * into a BrokerError and leaves every other error alone.
+ */
+export function fromScriptError(err: unknown): unknown {
+  const message = err instanceof Error ? err.message : String(err);
+  const match = /MOMD (\w+) ?(.*)$/s.exec(message);
+  if (match && CODES.has(match[1])) {
+    return new BrokerError(match[1] as BrokerErrorCode, match[2] || match[1]);
+  }
+  return err;
+}

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_ack is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_configure is not implemented yet")

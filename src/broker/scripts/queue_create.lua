@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_create is not implemented yet")

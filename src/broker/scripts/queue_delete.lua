@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_delete is not implemented yet")

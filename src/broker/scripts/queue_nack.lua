@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_nack is not implemented yet")

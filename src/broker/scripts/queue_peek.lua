@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_peek is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_purge is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_receive is not implemented yet")

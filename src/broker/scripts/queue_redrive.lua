@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_redrive is not implemented yet")

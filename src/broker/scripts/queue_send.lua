@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_send is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_stats is not implemented yet")

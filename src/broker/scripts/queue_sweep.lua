@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_sweep is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_visibility is not implemented yet")

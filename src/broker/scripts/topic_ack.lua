@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_ack is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_configure is not implemented yet")

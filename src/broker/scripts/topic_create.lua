@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_create is not implemented yet")

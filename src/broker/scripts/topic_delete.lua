@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_delete is not implemented yet")

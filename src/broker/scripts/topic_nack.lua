@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_nack is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_peek is not implemented yet")

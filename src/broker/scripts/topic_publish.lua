@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_publish is not implemented yet")

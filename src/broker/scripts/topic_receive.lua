@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_receive is not implemented yet")

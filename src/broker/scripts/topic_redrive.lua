@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_redrive is not implemented yet")

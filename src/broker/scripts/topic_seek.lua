@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_seek is not implemented yet")

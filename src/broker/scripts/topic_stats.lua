@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_stats is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_subscribe is not implemented yet")

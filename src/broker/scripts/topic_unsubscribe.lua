@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_unsubscribe is not implemented yet")

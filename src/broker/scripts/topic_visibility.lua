@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "topic_visibility is not implemented yet")

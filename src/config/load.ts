@@ -1,0 +1,220 @@
+import { z } from "zod";
+import { type Config, ConfigSchema } from "./schema.ts";
+
+type Field = keyof z.infer<typeof ConfigSchema>;
+
+interface Setting {
+  field: Field;
+  env: string;
+  flag: string;
+  help: string;
+  list?: boolean;
+  bool?: boolean;
+}
+
+/** One row per setting: the environment variable, the flag and what it means. */
+export const SETTINGS: readonly Setting[] = [
+  {
+    field: "devMode",
+    env: "MOMD_DEV",
+    flag: "dev",
+    bool: true,
+    help: "development mode: generated secrets allowed",
+  },
+  { field: "nodeId", env: "MOMD_NODE_ID", flag: "node-id", help: "unique id of this node" },
+  {
+    field: "httpListen",
+    env: "MOMD_HTTP_LISTEN",
+    flag: "http-listen",
+    help: "host:port of the REST API",
+  },
+  {
+    field: "httpAdvertise",
+    env: "MOMD_HTTP_ADVERTISE",
+    flag: "http-advertise",
+    help: "host:port peers use for HTTP (default: http-listen)",
+  },
+  {
+    field: "grpcListen",
+    env: "MOMD_GRPC_LISTEN",
+    flag: "grpc-listen",
+    help: "host:port of the inter-node gRPC server",
+  },
+  {
+    field: "grpcAdvertise",
+    env: "MOMD_GRPC_ADVERTISE",
+    flag: "grpc-advertise",
+    help: "host:port peers use for gRPC (default: grpc-listen)",
+  },
+  {
+    field: "localRedisUrl",
+    env: "MOMD_LOCAL_REDIS_URL",
+    flag: "local-redis-url",
+    help: "this node's own message store",
+  },
+  {
+    field: "usersRedisUrl",
+    env: "MOMD_USERS_REDIS_URL",
+    flag: "users-redis-url",
+    help: "central Redis holding users",
+  },
+  {
+    field: "backupRedisUrl",
+    env: "MOMD_BACKUP_REDIS_URL",
+    flag: "backup-redis-url",
+    help: "central Redis holding backups",
+  },
+  {
+    field: "zookeeper",
+    env: "MOMD_ZOOKEEPER",
+    flag: "zookeeper",
+    help: "ZooKeeper connect string (unset: single node)",
+  },
+  {
+    field: "jwtSecret",
+    env: "MOMD_JWT_SECRET",
+    flag: "jwt-secret",
+    help: "HS256 secret, 32+ characters, same on every node",
+  },
+  {
+    field: "tokenTtlSeconds",
+    env: "MOMD_TOKEN_TTL_SECONDS",
+    flag: "token-ttl-seconds",
+    help: "lifetime of an access token",
+  },
+  {
+    field: "adminUsername",
+    env: "MOMD_ADMIN_USERNAME",
+    flag: "admin-username",
+    help: "first admin, created at start-up if absent",
+  },
+  {
+    field: "adminPassword",
+    env: "MOMD_ADMIN_PASSWORD",
+    flag: "admin-password",
+    help: "first admin's password",
+  },
+  {
+    field: "trustedProxies",
+    env: "MOMD_TRUSTED_PROXIES",
+    flag: "trusted-proxies",
+    list: true,
+    help: "comma-separated proxy addresses whose X-Forwarded-For is trusted",
+  },
+  {
+    field: "rateLimitPerMinute",
+    env: "MOMD_RATE_LIMIT_PER_MINUTE",
+    flag: "rate-limit-per-minute",
+    help: "API calls per user per minute, cluster-wide",
+  },
+  {
+    field: "loginFailuresPerMinute",
+    env: "MOMD_LOGIN_FAILURES_PER_MINUTE",
+    flag: "login-failures-per-minute",
+    help: "failed logins per username and client per minute",
+  },
+  {
+    field: "maxBodyBytes",
+    env: "MOMD_MAX_BODY_BYTES",
+    flag: "max-body-bytes",
+    help: "largest accepted request body",
+  },
+  {
+    field: "passwordHashCost",
+    env: "MOMD_PASSWORD_HASH_COST",
+    flag: "password-hash-cost",
+    help: "scrypt cost exponent",
+  },
+  {
+    field: "logLevel",
+    env: "MOMD_LOG_LEVEL",
+    flag: "log-level",
+    help: "debug | info | warn | error",
+  },
+];
+
+/** A configuration problem, reported with the setting's name and exit code 2. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Text for `momd serve --help`. */
+export function configHelp(): string {
+  const rows = SETTINGS.map((s) => `  --${s.flag.padEnd(26)} ${s.env.padEnd(32)} ${s.help}`);
+  return ["Settings (flag, environment variable, meaning):", ...rows].join("\n");
+}
+
+function parseFlags(args: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (!arg.startsWith("--")) throw new ConfigError(`unexpected argument '${arg}'`);
+    const eq = arg.indexOf("=");
+    const name = eq > 0 ? arg.slice(2, eq) : arg.slice(2);
+    const setting = SETTINGS.find((s) => s.flag === name);
+    if (!setting) throw new ConfigError(`unknown flag --${name} (see --help)`);
+    if (eq > 0) out.set(name, arg.slice(eq + 1));
+    else if (setting.bool) out.set(name, "true");
+    else if (i + 1 < args.length) out.set(name, args[++i]);
+    else throw new ConfigError(`flag --${name} needs a value`);
+  }
+  return out;
+}
+
+function parseBool(name: string, raw: string): boolean {
+  if (["1", "true", "yes", "on"].includes(raw.toLowerCase())) return true;
+  if (["0", "false", "no", "off", ""].includes(raw.toLowerCase())) return false;
+  throw new ConfigError(`${name}: expected true or false, got '${raw}'`);
+}
+
+/**
+ * Builds the configuration from flags (highest priority) and environment variables.
+ * Throws ConfigError naming the setting when anything is missing or invalid.
+ */
+export function loadConfig(
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+): Config {
+  const flags = parseFlags(args);
+  const raw: Record<string, unknown> = {};
+  for (const s of SETTINGS) {
+    const value = flags.get(s.flag) ?? env[s.env];
+    if (value === undefined) continue;
+    const name = flags.has(s.flag) ? `--${s.flag}` : s.env;
+    if (s.bool) raw[s.field] = parseBool(name, value);
+    else if (s.list) raw[s.field] = value.split(",").map((v) => v.trim()).filter((v) => v !== "");
+    else raw[s.field] = value;
+  }
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const setting = SETTINGS.find((s) => s.field === issue.path[0]);
+    const name = setting ? `${setting.env} (--${setting.flag})` : issue.path.join(".");
+    throw new ConfigError(`${name}: ${issue.message}`);
+  }
+  const cfg = parsed.data;
+  let jwtSecret = cfg.jwtSecret;
+  let adminPassword = cfg.adminPassword;
+  if (!cfg.devMode) {
+    if (!jwtSecret) {
+      throw new ConfigError("MOMD_JWT_SECRET (--jwt-secret): required outside development mode");
+    }
+    if (!adminPassword) {
+      throw new ConfigError(
+        "MOMD_ADMIN_PASSWORD (--admin-password): required outside development mode",
+      );
+    }
+  }
+  // Development mode only: generated secrets, so a local run needs no configuration.
+  jwtSecret ??= randomSecret();
+  adminPassword ??= randomSecret().slice(0, 20);
+  return { ...cfg, jwtSecret, adminPassword };
+}
+
+function randomSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  return btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, "x");
+}

@@ -1,0 +1,37 @@
+import { z } from "zod";
+
+const redisUrl = z.string().regex(/^rediss?:\/\/.+/, "must be a redis:// or rediss:// URL");
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port");
+
+/** Every setting of a node. Environment variables and flags map onto these fields. */
+export const ConfigSchema = z.object({
+  devMode: z.boolean().default(false),
+  nodeId: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, "must be 1-64 of [a-zA-Z0-9_-]").default(
+    "node1",
+  ),
+  httpListen: hostPort.default("127.0.0.1:8080"),
+  /** Address other nodes and clients use to reach this node's HTTP API. */
+  httpAdvertise: hostPort.optional(),
+  grpcListen: hostPort.default("127.0.0.1:9090"),
+  grpcAdvertise: hostPort.optional(),
+  localRedisUrl: redisUrl.default("redis://127.0.0.1:6379/0"),
+  usersRedisUrl: redisUrl.default("redis://127.0.0.1:6379/1"),
+  backupRedisUrl: redisUrl.default("redis://127.0.0.1:6379/2"),
+  zookeeper: z.string().optional(),
+  jwtSecret: z.string().min(32, "must be at least 32 characters").optional(),
+  tokenTtlSeconds: z.coerce.number().int().min(60).max(86_400).default(1800),
+  adminUsername: z.string().regex(/^[a-zA-Z0-9_-]{3,64}$/, "must be 3-64 of [a-zA-Z0-9_-]")
+    .default("admin"),
+  adminPassword: z.string().min(8, "must be at least 8 characters").optional(),
+  /** Addresses whose X-Forwarded-For header is believed (the load balancer). */
+  trustedProxies: z.array(z.string().min(1)).default([]),
+  rateLimitPerMinute: z.coerce.number().int().min(1).default(6000),
+  loginFailuresPerMinute: z.coerce.number().int().min(1).default(10),
+  maxBodyBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  /** scrypt cost exponent (N = 2^x); lowered only for tests. */
+  passwordHashCost: z.coerce.number().int().min(10).max(20).default(15),
+  logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+/** A validated node configuration. */
+export type Config = z.infer<typeof ConfigSchema> & { jwtSecret: string; adminPassword: string };

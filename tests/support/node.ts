@@ -1,0 +1,132 @@
+import { Redis } from "ioredis";
+import { createApp } from "../../src/api/app.ts";
+import { UserStore } from "../../src/auth/users.ts";
+import { TokenService, watchUserChanges } from "../../src/auth/tokens.ts";
+import { RedisRateLimiter } from "../../src/auth/redis_rate_limiter.ts";
+import { Store } from "../../src/broker/store.ts";
+import { Notifier } from "../../src/broker/notifier.ts";
+import { QueueService } from "../../src/broker/queues.ts";
+import { TopicService } from "../../src/broker/topics.ts";
+import { localOnlySink, type RecordSink } from "../../src/replication/record.ts";
+import { type RedisServer, startRedis } from "./services.ts";
+
+/** An in-process API over a real Redis, for route tests without a port. */
+export interface TestApi {
+  app: ReturnType<typeof createApp>;
+  redis: RedisServer;
+  local: Redis;
+  usersRedis: Redis;
+  users: UserStore;
+  store: Store;
+  /** A token of the bootstrap admin. */
+  adminToken: string;
+  /** Creates a plain user and returns its token. */
+  userToken(username: string, password?: string): Promise<string>;
+  /** JSON request helper: returns status, headers and parsed body. */
+  call(
+    method: string,
+    path: string,
+    opts?: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> },
+    // deno-lint-ignore no-explicit-any
+  ): Promise<{ status: number; headers: Headers; body: any }>;
+  close(): Promise<void>;
+}
+
+/** Options of startTestApi. */
+export interface TestApiOptions {
+  sink?: RecordSink;
+  now?: () => number;
+  rateLimitPerMinute?: number;
+  loginFailuresPerMinute?: number;
+  maxBodyBytes?: number;
+  tokenTtlSeconds?: number;
+}
+
+/** Starts a Redis and builds the API over it (local store in db 0, users in db 1). */
+export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> {
+  const redis = await startRedis();
+  const local = new Redis(`${redis.url}/0`);
+  const usersRedis = new Redis(`${redis.url}/1`);
+  const users = new UserStore(usersRedis, { hashCost: 10 });
+  const tokens = new TokenService(users, {
+    secret: "test-secret-test-secret-test-secret-0123",
+    ttlSeconds: opts.tokenTtlSeconds ?? 600,
+  });
+  const userEvents = new Redis(`${redis.url}/1`);
+  await watchUserChanges(userEvents, tokens);
+  const limiter = new RedisRateLimiter(usersRedis, {
+    perMinute: opts.rateLimitPerMinute ?? 100_000,
+    loginFailuresPerMinute: opts.loginFailuresPerMinute ?? 1000,
+  });
+  const store = await Store.open(local, { sink: opts.sink ?? localOnlySink, now: opts.now });
+  const notifier = new Notifier();
+  const app = createApp({
+    config: {
+      maxBodyBytes: opts.maxBodyBytes ?? 1024 * 1024,
+      trustedProxies: [],
+      loginFailuresPerMinute: opts.loginFailuresPerMinute ?? 1000,
+      nodeId: "test",
+    },
+    users,
+    tokens,
+    limiter,
+    queues: new QueueService(store, notifier),
+    topics: new TopicService(store, notifier),
+    readiness: async () => ({ localRedis: (await local.ping()) === "PONG" }),
+  });
+
+  async function call(
+    method: string,
+    path: string,
+    o: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+  ) {
+    const headers: Record<string, string> = { ...o.headers };
+    if (o.token) headers.authorization = `Bearer ${o.token}`;
+    let body: string | undefined = o.rawBody;
+    if (o.body !== undefined) body = JSON.stringify(o.body);
+    if (body !== undefined) headers["content-type"] ??= "application/json";
+    const res = await app.request(path, { method, headers, body });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      // not JSON: keep the text
+    }
+    // deno-lint-ignore no-explicit-any
+    return { status: res.status, headers: res.headers, body: parsed as any };
+  }
+
+  async function login(username: string, password: string): Promise<string> {
+    const res = await call("POST", "/v1/auth/token", { body: { username, password } });
+    if (res.status !== 200) {
+      throw new Error(`login ${username}: ${res.status} ${JSON.stringify(res.body)}`);
+    }
+    return res.body.token;
+  }
+
+  await users.create("admin", "admin-password", "admin");
+  const adminToken = await login("admin", "admin-password");
+
+  return {
+    app,
+    redis,
+    local,
+    usersRedis,
+    users,
+    store,
+    adminToken,
+    async userToken(username: string, password = "user-password") {
+      if (!(await users.get(username))) await users.create(username, password, "user");
+      return login(username, password);
+    },
+    call,
+    async close() {
+      limiter.close();
+      local.disconnect();
+      usersRedis.disconnect();
+      userEvents.disconnect();
+      await redis.stop();
+    },
+  };
+}
