@@ -86,7 +86,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     url,
     async stop() {
       await server.shutdown();
-      limiter.close();
+      await limiter.close();
       await Promise.allSettled([local.quit(), usersRedis.quit(), userEvents.quit()]);
     },
   };

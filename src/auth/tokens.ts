@@ -18,84 +18,146 @@ interface Claims {
   [key: string]: unknown;
 }
 
-/** Why a token was refused; the API turns each into a 401 with this detail. */
+/** Why a token was refused; the API turns each into a 401 with code `token_<reason>`. */
 export class TokenError extends Error {
   constructor(readonly reason: "invalid" | "expired" | "revoked") {
-    super(reason === "expired" ? "token has expired" : `token is ${reason}`);
+    super(
+      reason === "expired"
+        ? "token has expired"
+        : reason === "revoked"
+        ? "token was revoked (its user was deleted or changed its password)"
+        : "token is invalid",
+    );
     this.name = "TokenError";
   }
 }
 
-const VERSION_CACHE_MS = 5_000;
+/** Options of a TokenService. */
+export interface TokenServiceOptions {
+  /** HS256 secret, the same on every node. */
+  secret: string;
+  ttlSeconds: number;
+  /** The clock in ms (tests move it to expire tokens without sleeping). */
+  now?: () => number;
+  /** How long a user's token version is trusted without asking Redis (default 5 s). */
+  versionCacheMs?: number;
+}
+
+/** How far a token's issue time may lie in this node's future (clocks of nodes differ a little). */
+const CLOCK_SKEW_SECONDS = 60;
+/** Above this many cached versions, expired ones are swept on the next insert. */
+const CACHE_SWEEP_SIZE = 10_000;
 
 /**
- * Issues and verifies HS256 tokens. A token carries the user's token version; verification
- * compares it with the user's current one (cached briefly, evicted at once on a change message),
- * so a deleted user's or an old password's tokens die.
+ * Issues and verifies HS256 tokens. A token carries its user's token version, an opaque number
+ * that is new on creation and on every password change; verification compares it with the user's
+ * current one, so a deleted user's or an old password's tokens die. The current version is cached
+ * briefly per user; `invalidate` (called synchronously by the route that changed the user, and by
+ * `watchUserChanges` for changes made on other nodes) evicts it.
  */
 export class TokenService {
   readonly #secret: string;
   readonly #ttlSeconds: number;
   readonly #users: UserStore;
+  readonly #now: () => number;
+  readonly #cacheMs: number;
   readonly #versions = new Map<string, { version: number | null; until: number }>();
+  /** Bumped by every invalidation: a lookup that started before one must not be cached. */
+  #generation = 0;
 
-  constructor(users: UserStore, opts: { secret: string; ttlSeconds: number }) {
+  constructor(users: UserStore, opts: TokenServiceOptions) {
     this.#users = users;
     this.#secret = opts.secret;
     this.#ttlSeconds = opts.ttlSeconds;
+    this.#now = opts.now ?? Date.now;
+    this.#cacheMs = opts.versionCacheMs ?? 5_000;
   }
 
-  /** Signs a token for the user. */
+  /** Signs a token for the user, valid for the configured lifetime. */
   async issue(user: User, tokenVersion: number): Promise<IssuedToken> {
-    const iat = Math.floor(Date.now() / 1000);
+    const iat = Math.floor(this.#now() / 1000);
     const exp = iat + this.#ttlSeconds;
     const claims: Claims = { sub: user.username, role: user.role, ver: tokenVersion, iat, exp };
-    this.#versions.set(user.username, {
-      version: tokenVersion,
-      until: Date.now() + VERSION_CACHE_MS,
-    });
     return {
       token: await sign(claims, this.#secret, "HS256"),
       expiresAt: new Date(exp * 1000).toISOString(),
     };
   }
 
-  /** Verifies signature, expiry and that the user still exists with the same token version. */
+  /**
+   * Verifies the signature, then expiry (against this service's clock), then that the user still
+   * exists with the same token version. Throws TokenError.
+   */
   async verify(token: string): Promise<Principal> {
     let claims: Claims;
     try {
-      claims = await verify(token, this.#secret, "HS256") as Claims;
-    } catch (err) {
-      const name = err instanceof Error ? err.name : "";
-      throw new TokenError(name === "JwtTokenExpired" ? "expired" : "invalid");
-    }
-    if (typeof claims.sub !== "string" || typeof claims.ver !== "number") {
+      // Signature only: time claims are checked below against our own clock, and only once the
+      // signature holds (a forged token is "invalid", never "expired").
+      claims = await verify(token, this.#secret, {
+        alg: "HS256",
+        exp: false,
+        iat: false,
+        nbf: false,
+      }) as Claims;
+    } catch {
       throw new TokenError("invalid");
     }
+    if (
+      typeof claims.sub !== "string" || typeof claims.ver !== "number" ||
+      typeof claims.exp !== "number" || typeof claims.iat !== "number" ||
+      (claims.role !== "admin" && claims.role !== "user")
+    ) {
+      throw new TokenError("invalid");
+    }
+    const now = this.#now() / 1000;
+    if (claims.iat > now + CLOCK_SKEW_SECONDS) throw new TokenError("invalid");
+    if (claims.exp <= now) throw new TokenError("expired");
     const current = await this.#currentVersion(claims.sub);
     if (current === null || current !== claims.ver) throw new TokenError("revoked");
-    return { username: claims.sub, role: claims.role === "admin" ? "admin" : "user" };
+    return { username: claims.sub, role: claims.role };
   }
 
   /** Forgets what is cached for a user (its password changed or it was deleted somewhere). */
   invalidate(username: string): void {
+    this.#generation++;
     this.#versions.delete(username);
   }
 
+  /** Forgets every cached version (change messages may have been missed). */
+  clear(): void {
+    this.#generation++;
+    this.#versions.clear();
+  }
+
   async #currentVersion(username: string): Promise<number | null> {
+    const now = Date.now();
     const hit = this.#versions.get(username);
-    if (hit && hit.until > Date.now()) return hit.version;
+    if (hit && hit.until > now) return hit.version;
+    const generation = this.#generation;
     const version = await this.#users.tokenVersion(username);
-    this.#versions.set(username, { version, until: Date.now() + VERSION_CACHE_MS });
+    if (generation === this.#generation) {
+      if (this.#versions.size >= CACHE_SWEEP_SIZE) this.#sweep(now);
+      this.#versions.set(username, { version, until: now + this.#cacheMs });
+    }
     return version;
+  }
+
+  #sweep(now: number): void {
+    for (const [name, entry] of this.#versions) {
+      if (entry.until <= now) this.#versions.delete(name);
+    }
   }
 }
 
 /**
  * Evicts cached token versions when any node changes or deletes a user (Redis pub/sub on a
- * dedicated connection). Resolves once subscribed.
+ * dedicated connection). After a reconnect every cached version is dropped, since messages sent
+ * while disconnected are lost. Resolves once subscribed.
  */
 export async function watchUserChanges(subscriber: Redis, tokens: TokenService): Promise<void> {
-  subscriber.on("message", (_channel: string, username: string) => tokens.invalidate(username));
+  subscriber.on("message", (channel: string, username: string) => {
+    if (channel === userKeys.changes) tokens.invalidate(username);
+  });
+  subscriber.on("ready", () => tokens.clear());
   await subscriber.subscribe(userKeys.changes);
 }

@@ -1,7 +1,8 @@
 import type { Redis } from "ioredis";
 import { BrokerError } from "../broker/errors.ts";
 import { userKeys } from "../broker/keys.ts";
-import { hashPassword, verifyPassword } from "./passwords.ts";
+import { dummyHash, hashPassword, needsRehash, verifyPassword } from "./passwords.ts";
+import { runAuthScript } from "./scripts.ts";
 
 /** The two roles. Admins manage users and may manage every entity. */
 export type Role = "admin" | "user";
@@ -19,13 +20,48 @@ export interface Principal {
   role: Role;
 }
 
+/** A page of users in name order; `next` is the `after` of the following page, null at the end. */
+export interface UserPage {
+  users: User[];
+  next: string | null;
+}
+
 /** Usernames: the earlier API's character set, 3 to 64 long. */
 export const USERNAME_PATTERN = /^[a-zA-Z0-9_-]{3,64}$/;
 
+/** Passwords: 8 to 1024 characters. */
+export const PASSWORD_MIN_LENGTH = 8;
+/** Passwords: 8 to 1024 characters (the cap bounds the hashing work per login). */
+export const PASSWORD_MAX_LENGTH = 1024;
+
 /**
- * Users in the central users Redis: one hash per user, a sorted set of names for listing.
- * `tokenVersion` is bumped on password change and the hash deleted with the user, so tokens
- * carrying an older version (or of a deleted user) stop working.
+ * A fresh token version: an opaque random integer (below 2^53, so it survives JSON). It is new on
+ * creation and on every password change, so a user deleted and created again under the same name
+ * does not bring its old tokens back to life.
+ */
+function newTokenVersion(): number {
+  const [hi, lo] = crypto.getRandomValues(new Uint32Array(2));
+  return (hi & 0xfffff) * 2 ** 32 + lo + 1;
+}
+
+function checkPasswordLength(password: string): void {
+  if (password.length < PASSWORD_MIN_LENGTH || password.length > PASSWORD_MAX_LENGTH) {
+    throw new BrokerError(
+      "invalid",
+      `password must be ${PASSWORD_MIN_LENGTH}-${PASSWORD_MAX_LENGTH} characters`,
+    );
+  }
+}
+
+function asRole(value: string | null): Role | null {
+  return value === "admin" || value === "user" ? value : null;
+}
+
+/**
+ * Users in the central users Redis: one hash per user (`role`, `hash`, `createdAt`,
+ * `passwordChangedAt`, `tokenVersion`) and a sorted set of names for listing. Every change is
+ * one Lua script (src/auth/scripts/), so a user is created, deleted or given a new password
+ * entirely or not at all, and the change message for other nodes goes out in the same step.
  */
 export class UserStore {
   readonly #redis: Redis;
@@ -41,18 +77,24 @@ export class UserStore {
     return this.#redis;
   }
 
-  /** Creates a user; `already_exists` if the name is taken. */
+  /** Creates a user; `already_exists` if the name is taken, `invalid` for a bad name or password. */
   async create(username: string, password: string, role: Role): Promise<User> {
+    if (!USERNAME_PATTERN.test(username)) {
+      throw new BrokerError(
+        "invalid",
+        "username must be 3-64 characters of a-z, A-Z, 0-9, _ and -",
+      );
+    }
+    checkPasswordLength(password);
     const hash = await hashPassword(password, this.#hashCost);
     const createdAt = new Date().toISOString();
-    // HSETNX on the role field claims the name atomically; the rest follows in one MULTI.
-    const key = userKeys.user(username);
-    const claimed = await this.#redis.hsetnx(key, "role", role);
-    if (claimed === 0) throw new BrokerError("already_exists", `user '${username}' already exists`);
-    await this.#redis.multi()
-      .hset(key, { hash, createdAt, tokenVersion: "1" })
-      .zadd(userKeys.index, 0, username)
-      .exec();
+    await runAuthScript(this.#redis, "user_create", [userKeys.user(username), userKeys.index], [
+      username,
+      role,
+      hash,
+      createdAt,
+      newTokenVersion(),
+    ]);
     return { username, role, createdAt };
   }
 
@@ -71,8 +113,8 @@ export class UserStore {
   /** Returns the user, or null. */
   async get(username: string): Promise<User | null> {
     const [role, createdAt] = await this.#redis.hmget(userKeys.user(username), "role", "createdAt");
-    if (!role) return null;
-    return { username, role: role as Role, createdAt: createdAt ?? "" };
+    const r = asRole(role);
+    return r ? { username, role: r, createdAt: createdAt ?? "" } : null;
   }
 
   /** The user's current token version, or null if the user does not exist. */
@@ -81,61 +123,111 @@ export class UserStore {
     return v === null ? null : Number(v);
   }
 
-  /** Checks credentials; returns the user and its token version, or null. */
+  /**
+   * Checks credentials; returns the user and its token version, or null. An unknown user costs
+   * the same scrypt work as a known one (a cached dummy hash), so timing does not reveal names.
+   * A hash made with older parameters is upgraded after a successful check.
+   */
   async authenticate(
     username: string,
     password: string,
   ): Promise<{ user: User; tokenVersion: number } | null> {
+    const key = userKeys.user(username);
     const [role, hash, createdAt, version] = await this.#redis.hmget(
-      userKeys.user(username),
+      key,
       "role",
       "hash",
       "createdAt",
       "tokenVersion",
     );
-    if (!role || !hash) return null;
+    const r = asRole(role);
+    if (!r || !hash || version === null) {
+      await verifyPassword(password, await dummyHash(this.#hashCost));
+      return null;
+    }
     if (!(await verifyPassword(password, hash))) return null;
+    if (needsRehash(hash, this.#hashCost)) {
+      const upgraded = await hashPassword(password, this.#hashCost);
+      await runAuthScript(this.#redis, "user_rehash", [key], [hash, upgraded]);
+    }
     return {
-      user: { username, role: role as Role, createdAt: createdAt ?? "" },
-      tokenVersion: Number(version ?? 1),
+      user: { username, role: r, createdAt: createdAt ?? "" },
+      tokenVersion: Number(version),
     };
   }
 
-  /** Replaces the password and invalidates every token issued before. */
-  async setPassword(username: string, password: string): Promise<void> {
+  /**
+   * Replaces the password and gives the user a new token version, so every token issued before
+   * stops working. With `expectTokenVersion` (the version seen when the current password was
+   * checked), a password changed in between makes this a `conflict` instead of a silent
+   * overwrite. `not_found` if the user does not exist.
+   */
+  async setPassword(
+    username: string,
+    password: string,
+    opts: { expectTokenVersion?: number } = {},
+  ): Promise<void> {
+    checkPasswordLength(password);
     const hash = await hashPassword(password, this.#hashCost);
-    const key = userKeys.user(username);
-    if (!(await this.#redis.exists(key))) {
-      throw new BrokerError("not_found", `user '${username}' does not exist`);
-    }
-    await this.#redis.multi().hset(key, "hash", hash).hincrby(key, "tokenVersion", 1).exec();
-    await this.#redis.publish(userKeys.changes, username);
+    await runAuthScript(this.#redis, "user_set_password", [userKeys.user(username)], [
+      username,
+      hash,
+      newTokenVersion(),
+      opts.expectTokenVersion ?? "",
+      new Date().toISOString(),
+      userKeys.changes,
+    ]);
   }
 
-  /** Deletes a user; its tokens stop working. False if it did not exist. */
-  async delete(username: string): Promise<boolean> {
-    const [[, removed]] = (await this.#redis.multi()
-      .del(userKeys.user(username))
-      .zrem(userKeys.index, username)
-      .exec()) as [[Error | null, number]];
-    await this.#redis.publish(userKeys.changes, username);
-    return removed === 1;
+  /**
+   * Deletes a user; its tokens stop working on every node. False if it did not exist. With `by`
+   * (the acting admin), refuses with `conflict` when an admin deletes itself and with `forbidden`
+   * when the actor is no longer an admin — so deletions never leave the cluster without an admin.
+   */
+  async delete(username: string, opts: { by?: string } = {}): Promise<boolean> {
+    const by = opts.by ?? "";
+    const result = await runAuthScript(
+      this.#redis,
+      "user_delete",
+      [userKeys.user(username), userKeys.index, userKeys.user(by || username)],
+      [username, by, userKeys.changes],
+    );
+    return result === 1;
   }
 
-  /** Lists users in name order, after `after`, at most `limit`, optionally by name prefix. */
-  async list(opts: { prefix?: string; after?: string; limit: number }): Promise<User[]> {
-    const min = opts.after ? `(${opts.after}` : opts.prefix ? `[${opts.prefix}` : "-";
-    const max = opts.prefix ? `[${opts.prefix}\xff` : "+";
-    const names = await this.#redis.zrangebylex(userKeys.index, min, max, "LIMIT", 0, opts.limit);
-    if (names.length === 0) return [];
+  /**
+   * Lists users in name order: after `after` (exclusive), at most `limit`, optionally only names
+   * starting with `prefix`.
+   */
+  async list(opts: { prefix?: string; after?: string; limit: number }): Promise<UserPage> {
+    const prefix = opts.prefix ?? "";
+    // Names are ASCII, so every name starting with the prefix sorts below prefix + "\xff".
+    const max = prefix ? `[${prefix}\xff` : "+";
+    let min = prefix ? `[${prefix}` : "-";
+    if (opts.after && opts.after >= prefix) min = `(${opts.after}`;
+    const names = await this.#redis.zrangebylex(
+      userKeys.index,
+      min,
+      max,
+      "LIMIT",
+      0,
+      opts.limit + 1,
+    );
+    const more = names.length > opts.limit;
+    const page = names.slice(0, opts.limit);
+    if (page.length === 0) return { users: [], next: null };
     const pipe = this.#redis.pipeline();
-    for (const n of names) pipe.hmget(userKeys.user(n), "role", "createdAt");
+    for (const n of page) pipe.hmget(userKeys.user(n), "role", "createdAt");
     const rows = (await pipe.exec()) ?? [];
     const users: User[] = [];
-    names.forEach((username, i) => {
-      const [role, createdAt] = rows[i][1] as [string | null, string | null];
-      if (role) users.push({ username, role: role as Role, createdAt: createdAt ?? "" });
+    page.forEach((username, i) => {
+      const [err, fields] = rows[i] ?? [null, null];
+      if (err) throw err;
+      const [role, createdAt] = fields as [string | null, string | null];
+      const r = asRole(role);
+      // A name deleted between the two reads is left out.
+      if (r) users.push({ username, role: r, createdAt: createdAt ?? "" });
     });
-    return users;
+    return { users, next: more ? page[page.length - 1] : null };
   }
 }

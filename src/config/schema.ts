@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { isTrustedProxyEntry } from "./addresses.ts";
 
 const redisUrl = z.string().regex(/^rediss?:\/\/.+/, "must be a redis:// or rediss:// URL");
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port");
@@ -24,7 +25,9 @@ export const ConfigSchema = z.object({
     .default("admin"),
   adminPassword: z.string().min(8, "must be at least 8 characters").optional(),
   /** Addresses whose X-Forwarded-For header is believed (the load balancer). */
-  trustedProxies: z.array(z.string().min(1)).default([]),
+  trustedProxies: z.array(
+    z.string().refine(isTrustedProxyEntry, "must be an IP address or CIDR range"),
+  ).default([]),
   rateLimitPerMinute: z.coerce.number().int().min(1).default(6000),
   loginFailuresPerMinute: z.coerce.number().int().min(1).default(10),
   maxBodyBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),

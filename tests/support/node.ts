@@ -17,29 +17,52 @@ export interface TestApi {
   local: Redis;
   usersRedis: Redis;
   users: UserStore;
+  tokens: TokenService;
+  limiter: RedisRateLimiter;
   store: Store;
   /** A token of the bootstrap admin. */
   adminToken: string;
   /** Creates a plain user and returns its token. */
   userToken(username: string, password?: string): Promise<string>;
+  /** Logs in through the API and returns the token (throws unless 200). */
+  login(username: string, password: string): Promise<string>;
   /** JSON request helper: returns status, headers and parsed body. */
   call(
     method: string,
     path: string,
-    opts?: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> },
+    opts?: CallOptions,
     // deno-lint-ignore no-explicit-any
   ): Promise<{ status: number; headers: Headers; body: any }>;
   close(): Promise<void>;
 }
 
+/** Options of one test request. */
+export interface CallOptions {
+  token?: string;
+  body?: unknown;
+  rawBody?: string;
+  headers?: Record<string, string>;
+  /** The address the request comes from (the connection's peer); unset: no connection info. */
+  peer?: string;
+}
+
 /** Options of startTestApi. */
 export interface TestApiOptions {
   sink?: RecordSink;
+  /** The broker store's clock. */
   now?: () => number;
   rateLimitPerMinute?: number;
   loginFailuresPerMinute?: number;
+  /** The rate limiter's sync interval (default 200 ms) and clock. */
+  rateLimitSyncMs?: number;
+  rateLimitNow?: () => number;
   maxBodyBytes?: number;
   tokenTtlSeconds?: number;
+  /** The token service's clock (expire tokens without sleeping). */
+  tokenNow?: () => number;
+  trustedProxies?: string[];
+  /** Subscribe to the users change channel (default true); off shows what a route does alone. */
+  watchUserChanges?: boolean;
 }
 
 /** Starts a Redis and builds the API over it (local store in db 0, users in db 1). */
@@ -51,19 +74,22 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
   const tokens = new TokenService(users, {
     secret: "test-secret-test-secret-test-secret-0123",
     ttlSeconds: opts.tokenTtlSeconds ?? 600,
+    now: opts.tokenNow,
   });
   const userEvents = new Redis(`${redis.url}/1`);
-  await watchUserChanges(userEvents, tokens);
+  if (opts.watchUserChanges !== false) await watchUserChanges(userEvents, tokens);
   const limiter = new RedisRateLimiter(usersRedis, {
     perMinute: opts.rateLimitPerMinute ?? 100_000,
     loginFailuresPerMinute: opts.loginFailuresPerMinute ?? 1000,
+    syncIntervalMs: opts.rateLimitSyncMs,
+    now: opts.rateLimitNow,
   });
   const store = await Store.open(local, { sink: opts.sink ?? localOnlySink, now: opts.now });
   const notifier = new Notifier();
   const app = createApp({
     config: {
       maxBodyBytes: opts.maxBodyBytes ?? 1024 * 1024,
-      trustedProxies: [],
+      trustedProxies: opts.trustedProxies ?? [],
       loginFailuresPerMinute: opts.loginFailuresPerMinute ?? 1000,
       nodeId: "test",
     },
@@ -75,17 +101,17 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
     readiness: async () => ({ localRedis: (await local.ping()) === "PONG" }),
   });
 
-  async function call(
-    method: string,
-    path: string,
-    o: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
-  ) {
+  async function call(method: string, path: string, o: CallOptions = {}) {
     const headers: Record<string, string> = { ...o.headers };
     if (o.token) headers.authorization = `Bearer ${o.token}`;
     let body: string | undefined = o.rawBody;
     if (o.body !== undefined) body = JSON.stringify(o.body);
     if (body !== undefined) headers["content-type"] ??= "application/json";
-    const res = await app.request(path, { method, headers, body });
+    // The Deno adapter's getConnInfo reads the peer from the env, as Deno.serve passes it.
+    const env = o.peer === undefined
+      ? undefined
+      : { remoteAddr: { hostname: o.peer, port: 40000, transport: "tcp" } };
+    const res = await app.request(path, { method, headers, body }, env);
     const text = await res.text();
     let parsed: unknown = text;
     try {
@@ -114,15 +140,18 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
     local,
     usersRedis,
     users,
+    tokens,
+    limiter,
     store,
     adminToken,
+    login,
     async userToken(username: string, password = "user-password") {
       if (!(await users.get(username))) await users.create(username, password, "user");
       return login(username, password);
     },
     call,
     async close() {
-      limiter.close();
+      await limiter.close();
       local.disconnect();
       usersRedis.disconnect();
       userEvents.disconnect();

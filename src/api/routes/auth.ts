@@ -1,4 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
+import { checkPassword, LoginRefused } from "../../auth/login.ts";
 import type { ApiDeps } from "../app.ts";
 import type { AppEnv } from "../context.ts";
 import { ApiError } from "../problem.ts";
@@ -24,6 +25,9 @@ const issueToken = createRoute({
   path: "/v1/auth/token",
   tags: ["auth"],
   summary: "Log in: exchange a username and password for an access token",
+  description: "Failed logins are limited per username and client address: after the configured " +
+    "number of failures within a minute, every attempt of that pair (even with the right " +
+    "password) is refused with 429 and Retry-After.",
   request: { body: { content: { "application/json": { schema: Credentials } }, required: true } },
   responses: {
     200: { description: "a token", content: { "application/json": { schema: Token } } },
@@ -43,23 +47,35 @@ const me = createRoute({
   },
 });
 
+/**
+ * Turns a refused password check into its HTTP error: throttled is 429 with Retry-After, a wrong
+ * password is `badStatus` (401 at login; 403 for a wrong current password of a logged-in user).
+ * Any other error is returned unchanged.
+ */
+export function loginRefusal(err: unknown, badStatus: 401 | 403): unknown {
+  if (!(err instanceof LoginRefused)) return err;
+  if (err.reason === "throttled") {
+    return new ApiError(429, err.message, "rate_limited", {
+      "retry-after": String(Math.max(1, Math.ceil(err.retryAfterSeconds))),
+    });
+  }
+  return new ApiError(
+    badStatus,
+    badStatus === 401 ? err.message : "the current password is wrong",
+    "bad_credentials",
+  );
+}
+
 /** Login and identity routes. */
 export function registerAuthRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   app.openapi(issueToken, async (c) => {
     const { username, password } = c.req.valid("json");
-    const client = c.get("clientIp");
-    const gate = await deps.limiter.loginAllowed?.(username, client);
-    if (gate && !gate.allowed) {
-      throw new ApiError(429, "too many failed logins; try again later", "rate_limited", {
-        "retry-after": String(Math.max(1, Math.ceil(gate.retryAfterSeconds))),
-      });
+    try {
+      const found = await checkPassword(deps, { username, password, client: c.get("clientIp") });
+      return c.json(await deps.tokens.issue(found.user, found.tokenVersion), 200);
+    } catch (err) {
+      throw loginRefusal(err, 401);
     }
-    const found = await deps.users.authenticate(username, password);
-    if (!found) {
-      await deps.limiter.loginFailed?.(username, client);
-      throw new ApiError(401, "invalid username or password", "bad_credentials");
-    }
-    return c.json(await deps.tokens.issue(found.user, found.tokenVersion), 200);
   });
 
   app.openapi(me, (c) => c.json(c.get("principal"), 200));
