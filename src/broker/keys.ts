@@ -35,6 +35,8 @@ export function queueKeys(name: string) {
     dead: `${b}:dead`, // list of ids that reached max deliveries or expired in flight
     dedup: `${b}:dd`, // hash dedupId -> message id
     dedupExpiry: `${b}:ddx`, // zset dedupId -> end of the de-duplication window (ms)
+    tasks: `${b}:tasks`, // hash taskId -> request/reply task (requester, deadline, result)
+    taskExpiry: `${b}:taskx`, // zset taskId -> deadline (ms), for lazy clean-up
   };
 }
 

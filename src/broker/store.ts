@@ -32,6 +32,9 @@ export const SCRIPT_NAMES = [
   "topic_redrive",
   "topic_visibility",
   "queue_sweep",
+  "queue_request",
+  "queue_reply",
+  "queue_task",
 ] as const;
 
 /** The name of one broker script. */
@@ -39,7 +42,8 @@ export type ScriptName = typeof SCRIPT_NAMES[number];
 
 /**
  * KEYS of every script of an entity type, in a fixed order, so a record names only its entity.
- * Queue scripts: meta, registry, ready, delayed, inflight, msgs, dc, rc, dead, dd, ddx.
+ * Queue scripts: meta, registry, ready, delayed, inflight, msgs, dc, rc, dead, dd, ddx, tasks,
+ * taskx.
  * Topic scripts: meta, registry, log, subs, then the subscription named by args[2] ('' for
  * topic-level scripts): state, redeliver, inflight, dc, rc, dead.
  *
@@ -62,6 +66,8 @@ export function scriptKeys(entity: EntityRef, args: readonly string[]): string[]
       k.dead,
       k.dedup,
       k.dedupExpiry,
+      k.tasks,
+      k.taskExpiry,
     ];
   }
   const k = topicKeys(entity.name);

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_reply is not implemented yet")

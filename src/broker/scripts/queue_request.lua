@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_request is not implemented yet")

@@ -1,0 +1,2 @@
+-- @include "prologue"
+fail("unavailable", "queue_task is not implemented yet")
