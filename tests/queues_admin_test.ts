@@ -369,7 +369,7 @@ Deno.test("queues: access control", async (t) => {
         ];
         for (const res of attempts) {
           assert.equal(res.status, 403);
-          assert.match(res.body.detail, /only the owner or an admin may manage queue 'private'/);
+          assert.match(res.body.detail, /missing the 'manage' right on queue 'private'/);
         }
       }
       assert.equal((await api.call("POST", `${q}/redrive`, { token: owner })).status, 200);

@@ -44,7 +44,9 @@ export function fromScriptError(err: unknown): unknown {
   const message = err instanceof Error ? err.message : String(err);
   const match = /MOMD (\w+) ?(.*)$/s.exec(message);
   if (match && CODES.has(match[1])) {
-    return new BrokerError(match[1] as BrokerErrorCode, match[2] || match[1]);
+    // Redis appends where the error was raised ("script: <sha>, on @user_script:<line>.").
+    const detail = match[2].replace(/\s*script: [0-9a-f]{40}, on @user_script:\d+\.?$/, "");
+    return new BrokerError(match[1] as BrokerErrorCode, detail || match[1]);
   }
   return err;
 }

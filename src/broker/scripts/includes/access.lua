@@ -16,7 +16,8 @@ local function require_right(right)
   if not m[1] then fail('not_found', ENTITY_KIND .. " '" .. ENTITY_NAME .. "' does not exist") end
   if IS_ADMIN or CALLER == m[1] then return end
   if right == 'manage' then
-    fail('forbidden', 'only the owner or an admin may manage ' .. ENTITY_KIND .. " '" .. ENTITY_NAME .. "'")
+    fail('forbidden', "missing the 'manage' right on " .. ENTITY_KIND .. " '" .. ENTITY_NAME ..
+      "' (only the owner or an admin may manage it)")
   end
   if m[2] ~= '1' then return end
   local list = cjson.decode((right == 'send' and m[3] or m[4]) or '[]')
