@@ -60,7 +60,10 @@ export async function startNode(config: Config): Promise<RunningNode> {
   const topics = new TopicService(store, notifier);
 
   if (await users.ensureAdmin(config.adminUsername, config.adminPassword)) {
-    console.log(`created admin '${config.adminUsername}'`);
+    const generated = config.adminPasswordGenerated
+      ? ` with the generated password '${config.adminPassword}' (development mode)`
+      : "";
+    console.log(`created admin '${config.adminUsername}'${generated}`);
   }
 
   const app = createApp({

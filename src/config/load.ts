@@ -210,8 +210,9 @@ export function loadConfig(
   }
   // Development mode only: generated secrets, so a local run needs no configuration.
   jwtSecret ??= randomSecret();
+  const adminPasswordGenerated = adminPassword === undefined;
   adminPassword ??= randomSecret().slice(0, 20);
-  return { ...cfg, jwtSecret, adminPassword };
+  return { ...cfg, jwtSecret, adminPassword, adminPasswordGenerated };
 }
 
 function randomSecret(): string {

@@ -20,7 +20,8 @@ export const ConfigSchema = z.object({
   backupRedisUrl: redisUrl.default("redis://127.0.0.1:6379/2"),
   zookeeper: z.string().optional(),
   jwtSecret: z.string().min(32, "must be at least 32 characters").optional(),
-  tokenTtlSeconds: z.coerce.number().int().min(60).max(86_400).default(1800),
+  tokenTtlSeconds: z.coerce.number({ error: "must be a whole number" }).int().min(60).max(86_400)
+    .default(1800),
   adminUsername: z.string().regex(/^[a-zA-Z0-9_-]{3,64}$/, "must be 3-64 of [a-zA-Z0-9_-]")
     .default("admin"),
   adminPassword: z.string().min(8, "must be at least 8 characters").optional(),
@@ -28,13 +29,25 @@ export const ConfigSchema = z.object({
   trustedProxies: z.array(
     z.string().refine(isTrustedProxyEntry, "must be an IP address or CIDR range"),
   ).default([]),
-  rateLimitPerMinute: z.coerce.number().int().min(1).default(6000),
-  loginFailuresPerMinute: z.coerce.number().int().min(1).default(10),
-  maxBodyBytes: z.coerce.number().int().min(1024).max(64 * 1024 * 1024).default(4 * 1024 * 1024),
+  rateLimitPerMinute: z.coerce.number({ error: "must be a whole number" }).int().min(1).default(
+    6000,
+  ),
+  loginFailuresPerMinute: z.coerce.number({ error: "must be a whole number" }).int().min(1).default(
+    10,
+  ),
+  maxBodyBytes: z.coerce.number({ error: "must be a whole number" }).int().min(1024).max(
+    64 * 1024 * 1024,
+  ).default(4 * 1024 * 1024),
   /** scrypt cost exponent (N = 2^x); lowered only for tests. */
-  passwordHashCost: z.coerce.number().int().min(10).max(20).default(15),
+  passwordHashCost: z.coerce.number({ error: "must be a whole number" }).int().min(10).max(20)
+    .default(15),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
 /** A validated node configuration. */
-export type Config = z.infer<typeof ConfigSchema> & { jwtSecret: string; adminPassword: string };
+export type Config = z.infer<typeof ConfigSchema> & {
+  jwtSecret: string;
+  adminPassword: string;
+  /** Development mode generated the admin's password (so the node prints it once). */
+  adminPasswordGenerated: boolean;
+};

@@ -1,0 +1,55 @@
+/**
+ * `deno task compile`: builds the single `momd` binary with `deno compile`, embedding every file
+ * the node reads at run time, so the binary needs no file beside it.
+ *
+ *   deno run -A scripts/compile.ts [deno compile options, e.g. --target aarch64-unknown-linux-gnu]
+ *
+ * `deno compile` downloads Deno's slim runtime ("denort") for the target unless DENORT_BIN names
+ * a local copy; a machine that cannot reach Deno's download host stops at that step.
+ */
+
+const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+
+/** The binary's permissions: the same as the local broker gives `deno run main.ts serve`. */
+export const BINARY_PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
+
+/** Folders read at run time (Lua scripts, .proto files): embedded when they exist. */
+export const RUNTIME_FILES = ["src/broker/scripts", "src/auth/scripts", "proto"];
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(`${ROOT}/${path}`);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function main(args: string[]): Promise<number> {
+  const includes = RUNTIME_FILES.filter(exists).flatMap((dir) => ["--include", dir]);
+  const output = args.some((a) => a === "-o" || a.startsWith("--output")) ? [] : [
+    "--output",
+    "dist/momd",
+  ];
+  const compileArgs = [
+    "compile",
+    ...BINARY_PERMISSIONS,
+    ...includes,
+    ...output,
+    ...args,
+    "main.ts",
+  ];
+  console.log(`deno ${compileArgs.join(" ")}`);
+  const status = await new Deno.Command(Deno.execPath(), { args: compileArgs, cwd: ROOT }).spawn()
+    .status;
+  if (!status.success && !Deno.env.get("DENORT_BIN")) {
+    console.error(
+      "\nIf the failure is the download of denort: this machine cannot reach Deno's download host." +
+        "\nSet DENORT_BIN to a denort binary of the same Deno version (from the release's " +
+        "denort-<target>.zip),\nor build on a machine that reaches it (deploy/Dockerfile does).",
+    );
+  }
+  return status.code;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

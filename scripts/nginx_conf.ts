@@ -1,0 +1,70 @@
+/**
+ * Renders a local NGINX configuration from `nginx/nginx.conf`, the one written for deployments.
+ * Only the blocks marked `# local:begin NAME` ... `# local:end NAME` are replaced; balancing,
+ * health checks, timeouts, retries and headers stay exactly as deployed.
+ */
+
+/** What differs between a deployment and a local run. */
+export interface LocalNginxOptions {
+  /** `host:port` NGINX listens on, e.g. `127.0.0.1:8080`. */
+  listen: string;
+  /** `host:port` of each node's HTTP API. */
+  servers: readonly string[];
+  /** Source address of connections to the nodes (what the nodes list as a trusted proxy). */
+  proxyBind?: string;
+  /** Workers run as root too (NGINX started by root; the state directory may be root's only). */
+  runAsRoot?: boolean;
+}
+
+/** The names of the marked blocks of nginx/nginx.conf. */
+export const LOCAL_BLOCKS = ["main", "http", "servers", "listen"] as const;
+
+type BlockName = typeof LOCAL_BLOCKS[number];
+
+/** Replaces the marked blocks of the deployment configuration with their local versions. */
+export function renderLocalNginxConf(template: string, opts: LocalNginxOptions): string {
+  if (opts.servers.length === 0) throw new Error("nginx: at least one upstream server is needed");
+  const deployed = blockLines(template, "servers").find((l) => l.startsWith("server "));
+  if (!deployed) throw new Error("nginx.conf: the servers block has no server line");
+  // The deployed parameters (max_fails, fail_timeout, ...) apply locally too; `resolve` names
+  // hosts through DNS, and local servers are addresses.
+  const params = deployed.replace(/;$/, "").split(/\s+/).slice(2).filter((p) => p !== "resolve");
+  const blocks: Record<BlockName, string[]> = {
+    main: [...(opts.runAsRoot ? ["user root;"] : []), "pid nginx.pid;"],
+    http: [
+      "client_body_temp_path temp/client_body;",
+      "proxy_temp_path temp/proxy;",
+      "fastcgi_temp_path temp/fastcgi;",
+      "uwsgi_temp_path temp/uwsgi;",
+      "scgi_temp_path temp/scgi;",
+      ...(opts.proxyBind ? [`proxy_bind ${opts.proxyBind};`] : []),
+    ],
+    servers: opts.servers.map((s) => ["server", s, ...params].join(" ") + ";"),
+    listen: [`listen ${opts.listen};`],
+  };
+  let out = template;
+  for (const name of LOCAL_BLOCKS) out = replaceBlock(out, name, blocks[name]);
+  return out;
+}
+
+function blockPattern(name: string): RegExp {
+  return new RegExp(
+    `^([ \\t]*)# local:begin ${name}\\n([\\s\\S]*?)^[ \\t]*# local:end ${name}\\n`,
+    "m",
+  );
+}
+
+function blockLines(text: string, name: string): string[] {
+  const m = text.match(blockPattern(name));
+  if (!m) throw new Error(`nginx.conf: no '# local:begin ${name}' ... '# local:end ${name}' block`);
+  return m[2].split("\n").map((l) => l.trim()).filter((l) => l !== "" && !l.startsWith("#"));
+}
+
+function replaceBlock(text: string, name: string, lines: readonly string[]): string {
+  blockLines(text, name); // fails clearly when the markers are gone
+  return text.replace(blockPattern(name), (_all, indent: string) => {
+    const body = lines.map((l) => `${indent}${l}\n`).join("");
+    return `${indent}# local:begin ${name} (rendered by scripts/local_cluster.ts)\n${body}` +
+      `${indent}# local:end ${name}\n`;
+  });
+}
