@@ -57,6 +57,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
   const store = await Store.open(local, { sink: localOnlySink });
   const notifier = new Notifier();
   const queues = new QueueService(store, notifier);
+  queues.startSweeper(); // expiry and redelivery also for queues nobody is receiving from
   const topics = new TopicService(store, notifier);
 
   if (await users.ensureAdmin(config.adminUsername, config.adminPassword)) {
@@ -89,6 +90,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     url,
     async stop() {
       await server.shutdown();
+      queues.close();
       await limiter.close();
       await Promise.allSettled([local.quit(), usersRedis.quit(), userEvents.quit()]);
     },

@@ -64,7 +64,7 @@ export function problem(
   headers: Record<string, string> = {},
 ): Response {
   const body: Problem = {
-    type: `https://momd.dev/problems/${(extra.code as string | undefined) ?? status}`,
+    type: `urn:momd:problem:${(extra.code as string | undefined) ?? status}`,
     title: TITLES[status] ?? "Error",
     status,
     detail,

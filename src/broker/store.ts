@@ -35,6 +35,9 @@ export const SCRIPT_NAMES = [
   "queue_request",
   "queue_reply",
   "queue_task",
+  "queue_compat_subscribe",
+  "queue_compat_unsubscribe",
+  "queue_compat_subscribed",
 ] as const;
 
 /** The name of one broker script. */
