@@ -1,7 +1,7 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { BrokerError, type BrokerErrorCode } from "../broker/errors.ts";
+import { BrokerError, type BrokerErrorCode, isConnectionError } from "../broker/errors.ts";
 
 /** An RFC 9457 problem document, the one error shape of the `/v1` API. */
 export interface Problem {
@@ -94,6 +94,11 @@ export function toProblem(err: unknown, c: Context): Response {
       if (k.toLowerCase() !== "content-type") headers[k] = v;
     });
     return problem(c, status, err.message || TITLES[status] || "error", {}, headers);
+  }
+  if (isConnectionError(err)) {
+    return problem(c, 503, "a store this node depends on is unreachable; try again", {
+      code: "unavailable",
+    }, { "retry-after": "1" });
   }
   console.error("unhandled error", err);
   return problem(c, 500, "internal error");

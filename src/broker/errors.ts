@@ -50,3 +50,15 @@ export function fromScriptError(err: unknown): unknown {
   }
   return err;
 }
+
+/**
+ * Whether an error means Redis could not be reached (connection refused or closed, retries
+ * exhausted), as opposed to a reply Redis gave. Such a request may succeed later: 503.
+ */
+export function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (err.name === "MaxRetriesPerRequestError" || err.name === "AbortError") return true;
+  return /Connection is closed|ECONNREFUSED|ECONNRESET|EPIPE|Stream isn't writeable/.test(
+    err.message,
+  );
+}
