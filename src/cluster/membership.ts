@@ -1,0 +1,239 @@
+/**
+ * Cluster membership: each node holds an ephemeral znode `<root>/nodes/<id>` with JSON
+ * `{id, http, grpc, startedAt, session}` for as long as its ZooKeeper session lives, and watches
+ * the children of `<root>/nodes` to know the live nodes.
+ *
+ * Fast restart (KAFKA-7165): after a crash the previous session's znode stays until ZooKeeper
+ * expires that session. A new process finding `<root>/nodes/<id>` owned by another session WAITS
+ * for it to disappear (at most `staleWaitMs`, default twice the session timeout plus a second),
+ * and fails if it is still there then: a znode that outlives a session timeout belongs to a live
+ * process, i.e. a second node configured with the same id. Deleting it instead would let two
+ * processes with one id take turns, and would hide the previous session's end from the
+ * controller, which must move that session's entities (ownership grants name the owner's
+ * session, see ownership.ts). A znode owned by our own session (a create whose answer was lost)
+ * counts as registered.
+ */
+import { isZkError, jsonData, parseJson, type ZkSession } from "./zk.ts";
+
+/** What a node publishes about itself. */
+export interface MemberInfo {
+  id: string;
+  /** host:port of its HTTP API. */
+  http: string;
+  /** host:port of its gRPC server. */
+  grpc: string;
+  /** When the process registered (ISO 8601). */
+  startedAt: string;
+  /** ZooKeeper session id (hex) holding the registration. */
+  session: string;
+}
+
+/** Options of Membership. */
+export interface MembershipOptions {
+  nodeId: string;
+  http: string;
+  grpc: string;
+  /** ZooKeeper root of momd's znodes (default `/momd`). */
+  root?: string;
+  /** How long to wait for a previous session's znode to expire (default 2x session + 1 s). */
+  staleWaitMs?: number;
+}
+
+/** Registers this node and keeps the list of live nodes current. */
+export class Membership {
+  readonly #zk: ZkSession;
+  readonly #opts: MembershipOptions;
+  readonly #dir: string;
+  readonly #startedAt = new Date().toISOString();
+  #members = new Map<string, MemberInfo>();
+  #listeners = new Set<(members: MemberInfo[]) => void>();
+  #registeredSession = "";
+  #refreshing: Promise<void> | null = null;
+  #again = false;
+  #stopped = false;
+  #unsubscribe?: () => void;
+
+  constructor(zk: ZkSession, opts: MembershipOptions) {
+    this.#zk = zk;
+    this.#opts = opts;
+    this.#dir = `${opts.root ?? "/momd"}/nodes`;
+  }
+
+  /** This node's znode path. */
+  get path(): string {
+    return `${this.#dir}/${this.#opts.nodeId}`;
+  }
+
+  /** Registers (waiting out a previous session's znode) and starts watching the live nodes. */
+  async start(): Promise<void> {
+    await this.#zk.mkdirp(this.#dir);
+    await this.#register();
+    await this.refresh();
+    this.#unsubscribe = this.#zk.onSession(() => this.#rejoin());
+  }
+
+  /** True while our znode exists in the current session. */
+  isRegistered(): boolean {
+    return this.#registeredSession !== "" && this.#registeredSession === this.#zk.sessionId &&
+      this.#zk.state === "connected";
+  }
+
+  /** The live nodes as last seen, sorted by id. */
+  members(): MemberInfo[] {
+    return [...this.#members.values()].sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  /** One live node as last seen. */
+  member(id: string): MemberInfo | undefined {
+    return this.#members.get(id);
+  }
+
+  /** Reads the live nodes from ZooKeeper now (no cache, no watch). */
+  async readLive(): Promise<Map<string, MemberInfo>> {
+    const out = new Map<string, MemberInfo>();
+    const children = await this.#zk.getChildren(this.#dir);
+    await Promise.all(children.map(async (id) => {
+      try {
+        const { data, stat } = await this.#zk.getData(`${this.#dir}/${id}`);
+        const info = parseJson<MemberInfo>(data);
+        out.set(id, { ...info, id, session: stat.ephemeralOwner });
+      } catch (err) {
+        if (!isZkError(err, "no_node")) throw err;
+      }
+    }));
+    return out;
+  }
+
+  /** Calls `fn` with the live nodes each time they change; returns a function removing it. */
+  onChange(fn: (members: MemberInfo[]) => void): () => void {
+    this.#listeners.add(fn);
+    return () => this.#listeners.delete(fn);
+  }
+
+  /** Re-reads the live nodes and re-arms the watch. */
+  refresh(): Promise<void> {
+    if (this.#refreshing) {
+      this.#again = true;
+      return this.#refreshing;
+    }
+    this.#refreshing = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#refreshOnce();
+        } while (this.#again && !this.#stopped);
+      } finally {
+        this.#refreshing = null;
+      }
+    })();
+    return this.#refreshing;
+  }
+
+  /** Removes our znode (a clean leave) and stops watching. The session stays open. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#unsubscribe?.();
+    if (!this.#registeredSession) return;
+    try {
+      const stat = await this.#zk.exists(this.path);
+      if (stat && stat.ephemeralOwner === this.#zk.sessionId) {
+        await this.#zk.remove(this.path, stat.version);
+      }
+    } catch {
+      // gone with the session anyway
+    }
+    this.#registeredSession = "";
+  }
+
+  async #refreshOnce(): Promise<void> {
+    const watcher = () => {
+      if (!this.#stopped) this.refresh().catch(() => this.#retryLater());
+    };
+    const children = await this.#zk.getChildren(this.#dir, watcher);
+    const next = new Map<string, MemberInfo>();
+    await Promise.all(children.map(async (id) => {
+      try {
+        const { data, stat } = await this.#zk.getData(`${this.#dir}/${id}`);
+        const info = parseJson<MemberInfo>(data);
+        next.set(id, { ...info, id, session: stat.ephemeralOwner });
+      } catch (err) {
+        if (!isZkError(err, "no_node")) throw err;
+      }
+    }));
+    const changed = next.size !== this.#members.size ||
+      [...next].some(([id, m]) => this.#members.get(id)?.session !== m.session);
+    this.#members = next;
+    if (changed) {
+      const list = this.members();
+      for (const fn of [...this.#listeners]) {
+        try {
+          fn(list);
+        } catch (err) {
+          console.error(`membership listener: ${err}`);
+        }
+      }
+    }
+  }
+
+  #retryLater() {
+    if (this.#stopped) return;
+    setTimeout(() => this.refresh().catch(() => this.#retryLater()), 200);
+  }
+
+  async #register(): Promise<void> {
+    const session = this.#zk.sessionId;
+    const info: MemberInfo = {
+      id: this.#opts.nodeId,
+      http: this.#opts.http,
+      grpc: this.#opts.grpc,
+      startedAt: this.#startedAt,
+      session,
+    };
+    const waitMs = this.#opts.staleWaitMs ?? 2 * this.#zk.sessionTimeoutMs + 1000;
+    const until = Date.now() + waitMs;
+    while (!this.#stopped) {
+      try {
+        await this.#zk.create(this.path, jsonData(info), "ephemeral");
+        this.#registeredSession = session;
+        return;
+      } catch (err) {
+        if (!isZkError(err, "node_exists")) throw err;
+      }
+      let gone!: () => void;
+      const deleted = new Promise<void>((r) => gone = r);
+      const stat = await this.#zk.exists(this.path, (e) => {
+        if (e.type === "deleted") gone();
+      });
+      if (!stat) continue;
+      if (stat.ephemeralOwner === session) {
+        // Our own create went through but its answer was lost.
+        this.#registeredSession = session;
+        return;
+      }
+      const left = until - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `node id '${this.#opts.nodeId}' is registered by another live ZooKeeper session ` +
+            `(${stat.ephemeralOwner}); is a second node running with this id?`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([deleted, new Promise((r) => timer = setTimeout(r, left))]);
+      clearTimeout(timer);
+    }
+  }
+
+  async #rejoin(): Promise<void> {
+    this.#registeredSession = "";
+    while (!this.#stopped) {
+      try {
+        await this.#register();
+        await this.refresh();
+        return;
+      } catch (err) {
+        console.error(`membership: re-registering failed: ${err}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+}

@@ -1,0 +1,364 @@
+/**
+ * The node's gRPC server (replica side of replication, and forwarding):
+ *
+ * - `Replicate`: restores the snapshots of each batch, then applies its records through the
+ *   applier (`Store.apply`), in sequence order per entity, one entity at a time across every
+ *   stream, and answers each batch with one Ack giving, per entity, the sequence number held now
+ *   and, when it stopped early, why (see `EntityAck` in proto/momd.proto):
+ *   - a record with an epoch older than the entity's (or than `fence(entity)`, the epoch
+ *     ZooKeeper granted): `stale_epoch`, the sender was deposed;
+ *   - a record of a newer epoch than the replica's history while it holds some history:
+ *     `resync`. After a change of owner the replica cannot tell whether its last records match
+ *     the new owner's (KIP-101), so it asks for a snapshot; the snapshot carries the new epoch;
+ *   - a record beyond the next expected sequence number: `gap`;
+ *   - a record already held: skipped (acknowledged).
+ * - `Snapshot` / `Position`: the entity as held here (snapshot.ts).
+ * - `Forward.Http`: serves a request forwarded by another node through the injected handler.
+ */
+import { Buffer } from "node:buffer";
+import type { Redis } from "ioredis";
+import grpc from "@grpc/grpc-js";
+import { BrokerError } from "../broker/errors.ts";
+import type { EntityRef } from "../broker/keys.ts";
+import type { Principal } from "../auth/users.ts";
+import type { ReplicationRecord } from "./record.ts";
+import { authenticatedServer, bindServer } from "./grpc_auth.ts";
+import {
+  fromWireEntity,
+  fromWireRecord,
+  fromWireSnapshot,
+  momdProto,
+  toWireSnapshot,
+  type WireAck,
+  type WireBatch,
+  type WireEntity,
+  type WireEntityAck,
+  type WirePosition,
+  type WireSnapshot,
+} from "./proto.ts";
+import { type EntitySnapshot, readPosition, restoreSnapshot, takeSnapshot } from "./snapshot.ts";
+
+/** Applies one record (Store.apply). */
+export interface RecordApplier {
+  apply(record: ReplicationRecord): Promise<"applied" | "duplicate">;
+}
+
+/** A request forwarded by another node, with the caller that node authenticated. */
+export interface ForwardedRequest {
+  request: Request;
+  /** null for routes without authentication. */
+  principal: Principal | null;
+}
+
+/** Serves a forwarded request (the node's HTTP app, with the principal taken as verified). */
+export type ForwardHandler = (req: ForwardedRequest) => Promise<Response>;
+
+/** Options of the ReplicationServer. */
+export interface ReplicationServerOptions {
+  /** host:port to bind (the configured grpcListen); port 0 picks a free port. */
+  listen: string;
+  /** The shared cluster secret every call must carry. */
+  secret: string;
+  /** The node's local Redis (snapshots, positions, restores). */
+  redis: Redis;
+  /** Applies records (the node's Store). */
+  applier: RecordApplier;
+  /** The lowest epoch accepted for an entity (the epoch ZooKeeper granted); default 0. */
+  fence?: (entity: EntityRef) => number;
+  /** Serves forwarded HTTP requests; without it Forward.Http answers UNIMPLEMENTED. */
+  forward?: ForwardHandler;
+  /** Batches read ahead of the one being applied, per stream, before reading pauses. */
+  maxQueuedBatches?: number;
+}
+
+type AckError = "" | "stale_epoch" | "gap" | "resync" | "failed";
+
+interface EntityResult {
+  entity: EntityRef;
+  seq: number;
+  epoch: number;
+  error: AckError;
+  detail: string;
+}
+
+function entityKey(e: EntityRef): string {
+  return `${e.type}/${e.name}`;
+}
+
+function toWireAck(r: EntityResult): WireEntityAck {
+  return {
+    entity: { type: r.entity.type, name: r.entity.name },
+    seq: String(r.seq),
+    epoch: String(r.epoch),
+    error: r.error,
+    detail: r.detail,
+  };
+}
+
+/** The gRPC server of one node. */
+export class ReplicationServer {
+  readonly #server: grpc.Server;
+  readonly #opts: ReplicationServerOptions;
+  /** Serializes work per entity across every stream. */
+  #locks = new Map<string, Promise<unknown>>();
+  #port = 0;
+
+  private constructor(opts: ReplicationServerOptions) {
+    this.#opts = opts;
+    this.#server = authenticatedServer(opts.secret);
+    const proto = momdProto();
+    this.#server.addService(proto.Replication.service, {
+      Replicate: (call: grpc.ServerDuplexStream<WireBatch, WireAck>) => this.#replicate(call),
+      Snapshot: (
+        call: grpc.ServerUnaryCall<WireEntity, WireSnapshot>,
+        cb: grpc.sendUnaryData<WireSnapshot>,
+      ) =>
+        this.#unary(
+          cb,
+          async () => toWireSnapshot(await this.snapshot(fromWireEntity(call.request))),
+        ),
+      Position: (
+        call: grpc.ServerUnaryCall<WireEntity, WirePosition>,
+        cb: grpc.sendUnaryData<WirePosition>,
+      ) =>
+        this.#unary(cb, async () => {
+          const entity = fromWireEntity(call.request);
+          const p = await readPosition(this.#opts.redis, entity);
+          return { entity, seq: String(p.seq), epoch: String(p.epoch), exists: p.exists };
+        }),
+    });
+    this.#server.addService(proto.Forward.service, {
+      // deno-lint-ignore no-explicit-any
+      Http: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
+        if (!this.#opts.forward) {
+          cb({
+            code: grpc.status.UNIMPLEMENTED,
+            details: "this node does not serve forwarded requests",
+          });
+          return;
+        }
+        this.#unary(cb, () => this.#forward(call.request));
+      },
+    });
+  }
+
+  /** Starts the server on `opts.listen`. */
+  static async start(opts: ReplicationServerOptions): Promise<ReplicationServer> {
+    const s = new ReplicationServer(opts);
+    s.#port = await bindServer(s.#server, opts.listen);
+    return s;
+  }
+
+  /** The bound port. */
+  get port(): number {
+    return this.#port;
+  }
+
+  /** host:port the server listens on. */
+  get address(): string {
+    const host = this.#opts.listen.slice(0, this.#opts.listen.lastIndexOf(":"));
+    return `${host}:${this.#port}`;
+  }
+
+  /** The entity as held here (every key, seq and epoch). */
+  snapshot(entity: EntityRef): Promise<EntitySnapshot> {
+    return this.#locked(entity, () => takeSnapshot(this.#opts.redis, entity));
+  }
+
+  /** Stops accepting calls; waits up to `graceMs` for running ones, then cuts them. */
+  stop(graceMs = 2_000): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #unary<T>(cb: grpc.sendUnaryData<T>, run: () => Promise<T>): void {
+    run().then(
+      (value) => cb(null, value),
+      (err) => {
+        const code = err instanceof BrokerError && err.code === "unavailable"
+          ? grpc.status.UNAVAILABLE
+          : err instanceof Error && err.message.startsWith("invalid")
+          ? grpc.status.INVALID_ARGUMENT
+          : grpc.status.INTERNAL;
+        cb({ code, details: err instanceof Error ? err.message : String(err) });
+      },
+    );
+  }
+
+  #locked<T>(entity: EntityRef, run: () => Promise<T>): Promise<T> {
+    const key = entityKey(entity);
+    const before = this.#locks.get(key) ?? Promise.resolve();
+    const result = before.then(run, run);
+    const tail = result.catch(() => {});
+    this.#locks.set(key, tail);
+    tail.then(() => {
+      if (this.#locks.get(key) === tail) this.#locks.delete(key);
+    });
+    return result;
+  }
+
+  #replicate(call: grpc.ServerDuplexStream<WireBatch, WireAck>): void {
+    const maxQueued = this.#opts.maxQueuedBatches ?? 16;
+    let chain: Promise<void> = Promise.resolve();
+    let queued = 0;
+    let paused = false;
+    let failed = false;
+    call.on("data", (batch: WireBatch) => {
+      queued++;
+      if (queued >= maxQueued && !paused) {
+        paused = true;
+        call.pause();
+      }
+      chain = chain.then(async () => {
+        if (failed) return;
+        try {
+          const ack = await this.#applyBatch(batch);
+          if (!call.cancelled && call.writable) call.write(ack);
+        } catch (err) {
+          failed = true;
+          call.destroy(err instanceof Error ? err : new Error(String(err)));
+        } finally {
+          queued--;
+          if (paused && queued < maxQueued / 2) {
+            paused = false;
+            call.resume();
+          }
+        }
+      });
+    });
+    call.on("end", () => {
+      chain.then(() => {
+        if (!failed && call.writable) call.end();
+      });
+    });
+    call.on("error", () => {
+      failed = true;
+    });
+  }
+
+  async #applyBatch(batch: WireBatch): Promise<WireAck> {
+    const results = new Map<string, EntityResult>();
+    for (const w of batch.snapshots ?? []) {
+      const snap = fromWireSnapshot(w);
+      const fence = this.#opts.fence?.(snap.entity) ?? 0;
+      const key = entityKey(snap.entity);
+      results.set(
+        key,
+        await this.#locked(snap.entity, async () => {
+          if (snap.epoch < fence) {
+            const p = await readPosition(this.#opts.redis, snap.entity);
+            return {
+              entity: snap.entity,
+              seq: p.seq,
+              epoch: Math.max(p.epoch, fence),
+              error: "stale_epoch",
+              detail: `snapshot epoch ${snap.epoch} is older than ${fence}`,
+            };
+          }
+          try {
+            await restoreSnapshot(this.#opts.redis, snap);
+          } catch (err) {
+            const p = await readPosition(this.#opts.redis, snap.entity);
+            const stale = err instanceof BrokerError && err.code === "stale_epoch";
+            return {
+              entity: snap.entity,
+              seq: p.seq,
+              epoch: p.epoch,
+              error: stale ? "stale_epoch" : "failed",
+              detail: err instanceof Error ? err.message : String(err),
+            };
+          }
+          return { entity: snap.entity, seq: snap.seq, epoch: snap.epoch, error: "", detail: "" };
+        }),
+      );
+    }
+    const groups = new Map<string, ReplicationRecord[]>();
+    for (const w of batch.records ?? []) {
+      const r = fromWireRecord(w);
+      const key = entityKey(r.entity);
+      const list = groups.get(key);
+      if (list) list.push(r);
+      else groups.set(key, [r]);
+    }
+    await Promise.all([...groups].map(async ([key, records]) => {
+      const prior = results.get(key);
+      if (prior?.error) return; // the snapshot failed: its records cannot follow
+      results.set(key, await this.#locked(records[0].entity, () => this.#applyEntity(records)));
+    }));
+    return { batchId: batch.batchId, entities: [...results.values()].map(toWireAck) };
+  }
+
+  async #applyEntity(records: ReplicationRecord[]): Promise<EntityResult> {
+    const entity = records[0].entity;
+    const pos = await readPosition(this.#opts.redis, entity);
+    let seq = pos.seq;
+    let epoch = pos.epoch;
+    const fence = Math.max(epoch, this.#opts.fence?.(entity) ?? 0);
+    const result = (error: AckError, detail: string): EntityResult => ({
+      entity,
+      seq,
+      epoch,
+      error,
+      detail,
+    });
+    for (const r of [...records].sort((a, b) => a.seq - b.seq)) {
+      if (r.epoch < fence) {
+        return result("stale_epoch", `record epoch ${r.epoch} is older than ${fence}`);
+      }
+      if (r.epoch > epoch && seq > 0) {
+        return result("resync", `record epoch ${r.epoch} is newer than the replica's ${epoch}`);
+      }
+      if (r.seq <= seq) continue;
+      if (r.seq > seq + 1) return result("gap", `record ${r.seq} does not follow ${seq}`);
+      try {
+        await this.#opts.applier.apply(r);
+      } catch (err) {
+        if (err instanceof BrokerError && err.code === "stale_epoch") {
+          return result("stale_epoch", err.detail);
+        }
+        const now = await readPosition(this.#opts.redis, entity);
+        seq = now.seq;
+        epoch = now.epoch;
+        if (err instanceof BrokerError && err.code === "conflict") return result("gap", err.detail);
+        return result("failed", err instanceof Error ? err.message : String(err));
+      }
+      seq = r.seq;
+      epoch = r.epoch;
+    }
+    return result("", "");
+  }
+
+  // deno-lint-ignore no-explicit-any
+  async #forward(req: any): Promise<any> {
+    const path = String(req.path ?? "/");
+    if (!path.startsWith("/")) throw new Error("invalid path");
+    const headers = new Headers();
+    for (const h of req.headers ?? []) headers.append(h.name, h.value);
+    const method = String(req.method || "GET").toUpperCase();
+    const body = req.body && req.body.length > 0 && method !== "GET" && method !== "HEAD"
+      ? new Uint8Array(req.body)
+      : undefined;
+    const request = new Request(`http://forwarded${path}`, { method, headers, body });
+    const role = req.principal?.role;
+    const principal: Principal | null =
+      req.principal?.username && (role === "admin" || role === "user")
+        ? { username: req.principal.username, role }
+        : null;
+    const res = await this.#opts.forward!({ request, principal });
+    const out: { name: string; value: string }[] = [];
+    res.headers.forEach((value, name) => out.push({ name, value }));
+    return {
+      status: res.status,
+      headers: out,
+      body: Buffer.from(new Uint8Array(await res.arrayBuffer())),
+    };
+  }
+}

@@ -1,0 +1,814 @@
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import grpc from "@grpc/grpc-js";
+import { BrokerError } from "../src/broker/errors.ts";
+import type { EntityRef } from "../src/broker/keys.ts";
+import { scriptKeys, Store } from "../src/broker/store.ts";
+import { type LoadedScript, runScript } from "../src/broker/scripts.ts";
+import type { RecordSink, ReplicationRecord } from "../src/replication/record.ts";
+import { localOnlySink } from "../src/replication/record.ts";
+import { type ForwardHandler, ReplicationServer } from "../src/replication/server.ts";
+import { Shipper, type ShipperOptions } from "../src/replication/shipper.ts";
+import { PeerClients, type ReplicateCall } from "../src/replication/peers.ts";
+import { momdProto } from "../src/replication/proto.ts";
+import { secretMatches } from "../src/replication/grpc_auth.ts";
+import { readPosition, restoreSnapshot, takeSnapshot } from "../src/replication/snapshot.ts";
+import { freePort, type RedisServer, startRedis } from "./support/services.ts";
+import { dumpEntity } from "./support/state.ts";
+import { startTestApi } from "./support/node.ts";
+import { waitFor } from "./support/zookeeper.ts";
+
+const SECRET = "cluster-secret-cluster-secret-0123456789";
+
+/**
+ * A store with a few small scripts built on the real prologue (same KEYS layout, same ARGV,
+ * same sequence and epoch rules as the broker's scripts), so replication is tested without
+ * depending on the queue and topic scripts.
+ */
+const BODIES: Record<string, string> = {
+  // queue: KEYS meta, registry, ready, ...
+  t_create: `
+    if redis.call('EXISTS', META) == 1 then return done(0, {}) end
+    local seq = begin_change()
+    redis.call('HSET', META, 'owner', ARGV[4], 'created', NOW)
+    redis.call('ZADD', KEYS[2], 0, string.match(META, '{(.-)}'))
+    return done(seq, {})`,
+  t_push: `
+    if redis.call('EXISTS', META) == 0 then fail('not_found', 'no such entity') end
+    local seq = begin_change()
+    redis.call('RPUSH', KEYS[3], ARGV[7])
+    redis.call('HSET', KEYS[6], ARGV[7], ARGV[8])
+    redis.call('ZADD', KEYS[5], NOW + 30000, ARGV[7])
+    return done(seq, { seq = seq })`,
+  t_pop: `
+    if redis.call('EXISTS', META) == 0 then fail('not_found', 'no such entity') end
+    if redis.call('LLEN', KEYS[3]) == 0 then return done(0, {}) end
+    local seq = begin_change()
+    local id = redis.call('LPOP', KEYS[3])
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('ZREM', KEYS[5], id)
+    return done(seq, { id = id })`,
+  // topic: KEYS meta, registry, log, subs, then the subscription's state, redeliver, inflight...
+  t_topic: `
+    if redis.call('EXISTS', META) == 1 then return done(0, {}) end
+    local seq = begin_change()
+    redis.call('HSET', META, 'owner', ARGV[4], 'next', 1)
+    redis.call('ZADD', KEYS[2], 0, string.match(META, '{(.-)}'))
+    return done(seq, {})`,
+  t_publish: `
+    local seq = begin_change()
+    local off = redis.call('HINCRBY', META, 'next', 1) - 1
+    redis.call('XADD', KEYS[3], off .. '-1', 'body', ARGV[7])
+    return done(seq, {})`,
+  t_subscribe: `
+    local seq = begin_change()
+    redis.call('HSET', KEYS[4], ARGV[6], '{}')
+    redis.call('HSET', KEYS[5], 'position', 0)
+    redis.call('ZADD', KEYS[7], NOW, 'x')
+    return done(seq, {})`,
+};
+
+class TestStore {
+  #scripts = new Map<string, LoadedScript>();
+  constructor(
+    readonly redis: Redis,
+    readonly sink: RecordSink,
+    readonly epochOf: (e: EntityRef) => number = () => 1,
+  ) {}
+
+  static async open(redis: Redis, sink: RecordSink, epochOf?: (e: EntityRef) => number) {
+    const s = new TestStore(redis, sink, epochOf);
+    const prologue = await Deno.readTextFile(
+      new URL("../src/broker/scripts/includes/prologue.lua", import.meta.url),
+    );
+    for (const [name, body] of Object.entries(BODIES)) {
+      const source = `${prologue}\n${body}`;
+      const digest = await crypto.subtle.digest("SHA-1", new TextEncoder().encode(source));
+      const sha = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join(
+        "",
+      );
+      s.#scripts.set(name, { name, source, sha });
+    }
+    return s;
+  }
+
+  async change(entity: EntityRef, op: string, args: string[]): Promise<number> {
+    const epoch = this.epochOf(entity);
+    const at = Date.now();
+    const reply = await runScript(this.redis, this.#scripts.get(op)!, scriptKeys(entity, args), [
+      epoch,
+      "",
+      at,
+      ...args,
+    ]) as [number, string];
+    const seq = Number(reply[0]);
+    if (seq > 0) await this.sink.ship({ entity, seq, epoch, op, at, args });
+    return seq;
+  }
+
+  async apply(record: ReplicationRecord): Promise<"applied" | "duplicate"> {
+    const reply = await runScript(
+      this.redis,
+      this.#scripts.get(record.op)!,
+      scriptKeys(record.entity, record.args),
+      [record.epoch, record.seq, record.at, ...record.args],
+    ) as [number, string];
+    return Number(reply[0]) === -1 ? "duplicate" : "applied";
+  }
+}
+
+/** Counts the batches written to every Replicate stream. */
+class CountingPeers extends PeerClients {
+  batches = 0;
+  records = 0;
+  override replicate(address: string): ReplicateCall {
+    const call = super.replicate(address);
+    const write = call.write.bind(call);
+    // deno-lint-ignore no-explicit-any
+    call.write = ((batch: any, ...rest: any[]) => {
+      this.batches++;
+      this.records += batch.records.length;
+      return write(batch, ...rest);
+    }) as typeof call.write;
+    return call;
+  }
+}
+
+const Q = (name: string): EntityRef => ({ type: "queue", name });
+const T = (name: string): EntityRef => ({ type: "topic", name });
+
+function isCode(code: string) {
+  return (err: unknown) => err instanceof BrokerError && err.code === code;
+}
+
+interface Pair {
+  ownerRedis: RedisServer;
+  replicaRedis: RedisServer;
+  owner: Redis;
+  replica: Redis;
+  close(): Promise<void>;
+}
+
+async function pair(): Promise<Pair> {
+  const ownerRedis = await startRedis();
+  const replicaRedis = await startRedis();
+  const owner = new Redis(ownerRedis.url);
+  const replica = new Redis(replicaRedis.url);
+  return {
+    ownerRedis,
+    replicaRedis,
+    owner,
+    replica,
+    async close() {
+      owner.disconnect();
+      replica.disconnect();
+      await ownerRedis.stop();
+      await replicaRedis.stop();
+    },
+  };
+}
+
+function shipperOptions(
+  p: Pair,
+  peers: PeerClients,
+  address: () => string | undefined,
+  extra: Partial<ShipperOptions> = {},
+): ShipperOptions {
+  return {
+    nodeId: "owner",
+    peers,
+    redis: p.owner,
+    minInSyncReplicas: 2,
+    replicasOf: () => ["replica"],
+    addressOf: (id) => id === "replica" ? address() : undefined,
+    ackTimeoutMs: 10_000,
+    ...extra,
+  };
+}
+
+/** The entity's keys are equal on both; registries are compared by the entity's member only. */
+async function sameState(a: Redis, b: Redis, entities: EntityRef[]) {
+  for (const e of entities) {
+    const registry = `momd:registry:${e.type}`;
+    const [want, got] = [await dumpEntity(a, e), await dumpEntity(b, e)];
+    delete want[registry];
+    delete got[registry];
+    assert.deepEqual(got, want, `${e.type} ${e.name}`);
+    assert.equal(await b.zscore(registry, e.name), await a.zscore(registry, e.name));
+  }
+}
+
+Deno.test({
+  name: "replication over gRPC: a replica fed by the shipper reaches the owner's state",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const peers = new CountingPeers({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    let shipper: Shipper | undefined;
+    try {
+      const replicaStore = await TestStore.open(p.replica, localOnlySink);
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.replica,
+        applier: replicaStore,
+      });
+      const address = server.address;
+      shipper = new Shipper(shipperOptions(p, peers, () => address));
+      const owner = await TestStore.open(p.owner, shipper);
+
+      const queues = [Q("orders"), Q("emails"), Q("audit")];
+      for (const q of queues) await owner.change(q, "t_create", ["alice", "user", ""]);
+      // Many concurrent changes: each resolves only once the replica acknowledged it.
+      const work: Promise<number>[] = [];
+      for (let i = 0; i < 300; i++) {
+        const q = queues[i % 3];
+        work.push(owner.change(q, "t_push", ["alice", "user", "", `m${i}`, `body ${i}`]));
+        if (i % 7 === 0) work.push(owner.change(q, "t_pop", ["alice", "user", ""]));
+      }
+      const topic = T("events");
+      await owner.change(topic, "t_topic", ["bob", "user", ""]);
+      for (let i = 0; i < 20; i++) {
+        work.push(owner.change(topic, "t_publish", ["bob", "user", "", `e${i}`]));
+      }
+      work.push(owner.change(topic, "t_subscribe", ["bob", "user", "audit"]));
+      work.push(owner.change(topic, "t_subscribe", ["bob", "user", "billing"]));
+      await Promise.all(work);
+
+      // Every ship() resolved after the replica's ack: the state is already there.
+      await sameState(p.owner, p.replica, [...queues, topic]);
+      for (const e of [...queues, topic]) {
+        assert.deepEqual(await readPosition(p.replica, e), await readPosition(p.owner, e));
+      }
+      const lag = shipper.lag();
+      assert.equal(lag.length, 4);
+      for (const l of lag) {
+        assert.equal(l.lag, 0, JSON.stringify(l));
+        assert.equal(l.peer, "replica");
+        assert.ok(l.connected);
+        assert.equal(l.syncing, false);
+      }
+      assert.ok(peers.records >= 300, `records shipped: ${peers.records}`);
+      assert.ok(
+        peers.batches < peers.records,
+        `batched: ${peers.batches} batches for ${peers.records} records`,
+      );
+    } finally {
+      shipper?.close();
+      peers.close();
+      await server?.stop();
+      await p.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "replication over gRPC: catch-up after downtime, a wiped replica, and an owner change; fencing",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const peers = new PeerClients({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    let shipper: Shipper | undefined;
+    let address: string | undefined;
+    let epoch = 1;
+    let fence = 0;
+    const fenced: string[] = [];
+    try {
+      const replicaStore = await TestStore.open(p.replica, localOnlySink);
+      const startServer = async (port = 0) => {
+        server = await ReplicationServer.start({
+          listen: `127.0.0.1:${port}`,
+          secret: SECRET,
+          redis: p.replica,
+          applier: replicaStore,
+          fence: () => fence,
+        });
+        address = server.address;
+        return server.port;
+      };
+      const port = await startServer();
+      shipper = new Shipper(shipperOptions(p, peers, () => address, {
+        ackTimeoutMs: 4_000,
+        reconnectMaxMs: 200,
+        epochOf: () => epoch,
+        onFenced: (e, detail) => fenced.push(`${e.name}: ${detail}`),
+      }));
+      const owner = await TestStore.open(p.owner, shipper, () => epoch);
+      const q = Q("jobs");
+      await owner.change(q, "t_create", ["alice", "user", ""]);
+      for (let i = 0; i < 5; i++) {
+        await owner.change(q, "t_push", ["alice", "user", "", `a${i}`, "x"]);
+      }
+
+      // The replica goes away: a change is not acknowledged (one copy only) ...
+      await server!.stop(0);
+      await assert.rejects(
+        () => owner.change(q, "t_push", ["alice", "user", "", "lost-ack", "x"]),
+        isCode("unavailable"),
+      );
+      // ... but it is kept, and sent when the replica is back (on the same address).
+      await startServer(port);
+      await waitFor(
+        "the replica answers again",
+        () => peers.position(address!, q).then(() => true),
+      );
+      await owner.change(q, "t_push", ["alice", "user", "", "after", "x"]);
+      await sameState(p.owner, p.replica, [q]);
+
+      // A replica that lost its data: the next record leaves a gap; a snapshot fills it.
+      await p.replica.flushall();
+      await owner.change(q, "t_push", ["alice", "user", "", "after-wipe", "x"]);
+      await sameState(p.owner, p.replica, [q]);
+      assert.ok(shipper.lag().every((l) => l.lag === 0));
+
+      // A new epoch (this node took the entity over): the replica cannot know whether its
+      // history matches, so it is resynced by a snapshot stamped with the new epoch.
+      await p.replica.hset(scriptKeys(q, [])[0], "garbage", "from an old owner");
+      epoch = 2;
+      await owner.change(q, "t_push", ["alice", "user", "", "epoch-2", "x"]);
+      await sameState(p.owner, p.replica, [q]);
+      assert.equal((await readPosition(p.replica, q)).epoch, 2);
+
+      // Proactive resync after a take-over.
+      await p.replica.hset(scriptKeys(q, [])[0], "garbage", "again");
+      shipper.resync(q);
+      await waitFor(
+        "resync",
+        async () => !(await p.replica.hexists(scriptKeys(q, [])[0], "garbage")),
+      );
+      await sameState(p.owner, p.replica, [q]);
+
+      // The replica learns of a newer epoch (ZooKeeper granted the entity elsewhere): this owner
+      // is fenced; its change is refused by the replica and not acknowledged.
+      fence = 3;
+      await assert.rejects(
+        () => owner.change(q, "t_push", ["alice", "user", "", "zombie", "x"]),
+        isCode("unavailable"),
+      );
+      assert.equal(fenced.length, 1, fenced.join("; "));
+      assert.match(fenced[0], /older than 3/);
+      assert.equal(await p.replica.hexists(scriptKeys(q, [])[5], "zombie"), 0);
+    } finally {
+      shipper?.close();
+      peers.close();
+      await server?.stop();
+      await p.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "replication over gRPC: ship() waits for minInSyncReplicas - 1 replica acknowledgements",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const peers = new PeerClients({ secret: SECRET });
+    const shippers: Shipper[] = [];
+    let server: ReplicationServer | undefined;
+    try {
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.replica,
+        applier: await TestStore.open(p.replica, localOnlySink),
+      });
+      const live = server.address;
+      const dead = `127.0.0.1:${freePort()}`;
+      const make = (min: number, replicas: string[]) => {
+        const s = new Shipper({
+          nodeId: "owner",
+          peers,
+          redis: p.owner,
+          minInSyncReplicas: min,
+          replicasOf: () => replicas,
+          addressOf: (id) => id === "live" ? live : id === "dead" ? dead : undefined,
+          ackTimeoutMs: 1_000,
+        });
+        shippers.push(s);
+        return s;
+      };
+      // One copy (the owner's) is enough: no replica needed.
+      const alone = await TestStore.open(p.owner, make(1, []));
+      assert.ok(await alone.change(Q("solo"), "t_create", ["a", "user", ""]) > 0);
+      // Three copies with one replica: refused at once (the change itself is made locally).
+      const short = await TestStore.open(p.owner, make(3, ["live"]));
+      await assert.rejects(
+        () => short.change(Q("few"), "t_create", ["a", "user", ""]),
+        isCode("unavailable"),
+      );
+      // Two copies, one replica down: the live replica's acknowledgement is enough.
+      const mixed = await TestStore.open(p.owner, make(2, ["dead", "live"]));
+      await mixed.change(Q("pair"), "t_create", ["a", "user", ""]);
+      await mixed.change(Q("pair"), "t_push", ["a", "user", "", "m1", "x"]);
+      await sameState(p.owner, p.replica, [Q("pair")]);
+      // Three copies with one replica down: not acknowledged in time.
+      const strict = await TestStore.open(p.owner, make(3, ["dead", "live"]));
+      await assert.rejects(
+        () => strict.change(Q("pair"), "t_push", ["a", "user", "", "m2", "x"]),
+        (err) =>
+          isCode("unavailable")(err) &&
+          /1 of 2 replicas acknowledged/.test((err as BrokerError).detail),
+      );
+      const lag = shippers[3].lag();
+      assert.equal(lag.find((l) => l.peer === "dead")?.connected, false);
+      assert.equal(lag.find((l) => l.peer === "dead")?.lag, 3);
+      assert.equal(lag.find((l) => l.peer === "live")?.lag, 0);
+    } finally {
+      for (const s of shippers) s.close();
+      peers.close();
+      await server?.stop();
+      await p.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "replication over gRPC: calls without the cluster secret are refused UNAUTHENTICATED",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const redis = await startRedis();
+    const conn = new Redis(redis.url);
+    let applied = 0;
+    let forwarded = 0;
+    const server = await ReplicationServer.start({
+      listen: "127.0.0.1:0",
+      secret: SECRET,
+      redis: conn,
+      applier: { apply: () => (applied++, Promise.resolve("applied" as const)) },
+      forward: () => (forwarded++, Promise.resolve(new Response("no"))),
+    });
+    const { Replication, Forward } = momdProto();
+    const bare = new Replication(server.address, grpc.credentials.createInsecure());
+    const bareForward = new Forward(server.address, grpc.credentials.createInsecure());
+    const wrong = new PeerClients({ secret: "not-the-cluster-secret-not-the-cluster" });
+    const right = new PeerClients({ secret: SECRET });
+    try {
+      assert.ok(secretMatches(`Bearer ${SECRET}`, SECRET));
+      assert.ok(!secretMatches(`Bearer ${SECRET}x`, SECRET));
+      assert.ok(!secretMatches(SECRET, SECRET));
+      assert.ok(!secretMatches(undefined, SECRET));
+      assert.ok(!secretMatches("Bearer ", ""));
+
+      const code = (err: unknown) => (err as grpc.ServiceError).code;
+      // Unary calls without metadata.
+      const e1 = await new Promise((resolve) =>
+        bare.Position({ type: "queue", name: "q" }, (err: unknown) => resolve(err))
+      );
+      assert.equal(code(e1), grpc.status.UNAUTHENTICATED);
+      const e2 = await new Promise((resolve) =>
+        bareForward.Http({ method: "GET", path: "/healthz" }, (err: unknown) => resolve(err))
+      );
+      assert.equal(code(e2), grpc.status.UNAUTHENTICATED);
+      // A stream without metadata: refused before any batch reaches the applier.
+      const stream = bare.Replicate();
+      const e3 = await new Promise((resolve) => {
+        stream.on("error", resolve);
+        stream.on("data", () => resolve(new Error("got an ack")));
+        stream.write({
+          batchId: "1",
+          fromNode: "intruder",
+          records: [{
+            entity: { type: "queue", name: "q" },
+            seq: "1",
+            epoch: "9",
+            op: "t_create",
+            at: "1",
+            args: [],
+          }],
+        });
+      });
+      assert.equal(code(e3), grpc.status.UNAUTHENTICATED);
+      // A wrong secret.
+      await assert.rejects(
+        () => wrong.position(server.address, Q("q")),
+        (err) => isCode("unavailable")(err) && /UNAUTHENTICATED/.test((err as BrokerError).detail),
+      );
+      const wrongStream = wrong.replicate(server.address);
+      const e4 = await new Promise((resolve) => {
+        wrongStream.on("error", resolve);
+        wrongStream.write({ batchId: "1", fromNode: "x", records: [], snapshots: [] });
+      });
+      assert.equal(code(e4), grpc.status.UNAUTHENTICATED);
+      await assert.rejects(
+        () => wrong.forwardHttp(server.address, new Request("http://x/healthz"), null),
+        (err) => isCode("unavailable")(err) && /UNAUTHENTICATED/.test((err as BrokerError).detail),
+      );
+      assert.equal(applied, 0);
+      assert.equal(forwarded, 0);
+      // Bound to the configured address only.
+      await assert.rejects(() => Deno.connect({ hostname: "127.0.0.2", port: server.port }));
+      // The right secret works.
+      assert.deepEqual(await right.position(server.address, Q("q")), {
+        seq: 0,
+        epoch: 0,
+        exists: false,
+      });
+    } finally {
+      bare.close();
+      bareForward.close();
+      wrong.close();
+      right.close();
+      await server.stop();
+      conn.disconnect();
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "replication over gRPC: Snapshot + restore reproduces an entity; Position reports it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const third = await startRedis();
+    const target = new Redis(third.url);
+    const peers = new PeerClients({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    try {
+      const store = await TestStore.open(p.owner, localOnlySink, () => 4);
+      const t = T("events");
+      const q = Q("orders");
+      await store.change(t, "t_topic", ["bob", "user", ""]);
+      for (let i = 0; i < 10; i++) {
+        await store.change(t, "t_publish", ["bob", "user", "", `e${i}\u0000\u00ff`]);
+      }
+      await store.change(t, "t_subscribe", ["bob", "user", "audit"]);
+      await store.change(t, "t_subscribe", ["bob", "user", "billing"]);
+      await store.change(q, "t_create", ["alice", "user", ""]);
+      await store.change(q, "t_push", ["alice", "user", "", "m1", "one"]);
+      await store.change(q, "t_push", ["alice", "user", "", "m2", "two"]);
+      await p.owner.pexpire(scriptKeys(q, [])[2], 600_000);
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.owner,
+        applier: store,
+      });
+
+      // The target holds an older, different version of the topic (a subscription since
+      // deleted, other messages): restoring replaces all of it.
+      const old = await TestStore.open(target, localOnlySink, () => 2);
+      await old.change(t, "t_topic", ["bob", "user", ""]);
+      await old.change(t, "t_subscribe", ["bob", "user", "gone"]);
+      await old.change(t, "t_publish", ["bob", "user", "", "stale"]);
+      await target.zadd("momd:registry:topic", 0, "other-topic");
+
+      for (const e of [t, q]) {
+        const snap = await peers.snapshot(server.address, e);
+        assert.equal(snap.epoch, 4);
+        assert.deepEqual(await peers.position(server.address, e), {
+          seq: snap.seq,
+          epoch: 4,
+          exists: true,
+        });
+        await restoreSnapshot(target, snap);
+      }
+      assert.deepEqual(await target.zrange("momd:registry:topic", "0", "-1"), [
+        "events",
+        "other-topic",
+      ]);
+      assert.deepEqual(await target.zrange("momd:registry:queue", "0", "-1"), ["orders"]);
+      for (const e of [t, q]) {
+        const want = await dumpEntity(p.owner, e);
+        const got = await dumpEntity(target, e);
+        // Registries are shared by every entity of a type; only this entity's member travels.
+        delete want["momd:registry:topic"];
+        delete got["momd:registry:topic"];
+        assert.deepEqual(got, want);
+      }
+      assert.equal(await target.exists("momd:t:{events}:s:gone:state"), 0);
+      const ttl = await target.pttl(scriptKeys(q, [])[2]);
+      assert.ok(ttl > 0 && ttl <= 600_000, `ttl kept: ${ttl}`);
+
+      // An older snapshot does not overwrite a newer epoch.
+      const older = await takeSnapshot(p.owner, q);
+      await assert.rejects(
+        () => restoreSnapshot(target, { ...older, epoch: 3 }),
+        isCode("stale_epoch"),
+      );
+      // A snapshot of a missing entity deletes it.
+      const none = await takeSnapshot(p.owner, Q("missing"));
+      assert.deepEqual(none.keys, []);
+      await restoreSnapshot(target, { ...none, entity: q, epoch: 5 });
+      assert.deepEqual(await readPosition(target, q), { seq: 0, epoch: 0, exists: false });
+      assert.equal(await target.zscore("momd:registry:queue", "orders"), null);
+      assert.equal((await peers.position(server.address, Q("missing"))).exists, false);
+    } finally {
+      peers.close();
+      await server?.stop();
+      target.disconnect();
+      await third.stop();
+      await p.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "forwarding over gRPC: Forward.Http round-trips a request with its principal",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const redis = await startRedis();
+    const conn = new Redis(redis.url);
+    const seen: {
+      method: string;
+      url: string;
+      principal: unknown;
+      body: string;
+      headers: Headers;
+    }[] = [];
+    const forward: ForwardHandler = async ({ request, principal }) => {
+      seen.push({
+        method: request.method,
+        url: request.url,
+        principal,
+        body: await request.text(),
+        headers: request.headers,
+      });
+      if (request.method === "DELETE") return new Response(null, { status: 204 });
+      return new Response(JSON.stringify({ ok: true, echo: seen.at(-1)!.body }), {
+        status: 201,
+        headers: { "content-type": "application/json", "retry-after": "3", "x-owner": "node2" },
+      });
+    };
+    const server = await ReplicationServer.start({
+      listen: "127.0.0.1:0",
+      secret: SECRET,
+      redis: conn,
+      applier: { apply: () => Promise.resolve("applied" as const) },
+      forward,
+    });
+    const plain = await ReplicationServer.start({
+      listen: "127.0.0.1:0",
+      secret: SECRET,
+      redis: conn,
+      applier: { apply: () => Promise.resolve("applied" as const) },
+    });
+    const peers = new PeerClients({ secret: SECRET });
+    try {
+      const body = JSON.stringify({ messages: [{ body: "héllo \u0000" }] });
+      const res = await peers.forwardHttp(
+        server.address,
+        new Request("http://127.0.0.1:8080/v1/queues/orders/messages?wait=2&x=%20y", {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            "x-request-id": "abc",
+            authorization: "Bearer tok",
+          },
+          body,
+        }),
+        { username: "alice", role: "user" },
+      );
+      assert.equal(res.status, 201);
+      assert.equal(res.headers.get("content-type"), "application/json");
+      assert.equal(res.headers.get("retry-after"), "3");
+      assert.equal(res.headers.get("x-owner"), "node2");
+      assert.deepEqual(await res.json(), { ok: true, echo: body });
+      assert.equal(seen.length, 1);
+      assert.equal(seen[0].method, "POST");
+      assert.equal(
+        new URL(seen[0].url).pathname + new URL(seen[0].url).search,
+        "/v1/queues/orders/messages?wait=2&x=%20y",
+      );
+      assert.deepEqual(seen[0].principal, { username: "alice", role: "user" });
+      assert.equal(seen[0].body, body);
+      assert.equal(seen[0].headers.get("x-request-id"), "abc");
+      assert.equal(seen[0].headers.get("content-type"), "application/json");
+
+      const del = await peers.forwardHttp(
+        server.address,
+        new Request("http://x/v1/queues/orders", { method: "DELETE" }),
+        null,
+      );
+      assert.equal(del.status, 204);
+      assert.equal(await del.text(), "");
+      assert.equal(seen[1].principal, null);
+
+      // A node without a forward handler, and a node that is not there: unavailable (503).
+      await assert.rejects(
+        () => peers.forwardHttp(plain.address, new Request("http://x/healthz"), null),
+        (err) => isCode("unavailable")(err) && /UNIMPLEMENTED/.test((err as BrokerError).detail),
+      );
+      const down = plain.address;
+      await plain.stop();
+      await assert.rejects(
+        () => peers.forwardHttp(down, new Request("http://x/healthz"), null, { deadlineMs: 3000 }),
+        isCode("unavailable"),
+      );
+    } finally {
+      peers.close();
+      await server.stop();
+      await plain.stop();
+      conn.disconnect();
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "replication over gRPC: the API's changes of queues and topics reach a replica Store",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const replicaRedis = await startRedis();
+    const replicaConn = new Redis(replicaRedis.url);
+    const peers = new CountingPeers({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    let shipper: Shipper | undefined;
+    const owner = await startTestApi({
+      sink: { ship: (r) => shipper ? shipper.ship(r) : Promise.reject(new Error("no shipper")) },
+    });
+    try {
+      const replicaStore = await Store.open(replicaConn, { sink: localOnlySink });
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: replicaConn,
+        applier: replicaStore,
+      });
+      const address = server.address;
+      shipper = new Shipper({
+        nodeId: "owner",
+        peers,
+        redis: owner.local,
+        minInSyncReplicas: 2,
+        replicasOf: () => ["replica"],
+        addressOf: () => address,
+        ackTimeoutMs: 10_000,
+      });
+      const t = owner.adminToken;
+      const q = "/v1/queues/orders";
+      assert.equal((await owner.call("PUT", q, { token: t, body: {} })).status, 201);
+      const sends = [];
+      for (let i = 0; i < 20; i++) {
+        sends.push(owner.call("POST", `${q}/messages`, {
+          token: t,
+          body: { messages: [{ body: `m${i}` }, { body: `d${i % 3}`, dedupId: `d-${i % 3}` }] },
+        }));
+      }
+      for (const r of await Promise.all(sends)) assert.equal(r.status, 201, JSON.stringify(r.body));
+      const got = await owner.call("POST", `${q}/receive`, {
+        token: t,
+        body: { max: 5, visibilitySeconds: 30 },
+      });
+      assert.equal(got.body.messages.length, 5);
+      const acked = await owner.call("POST", `${q}/ack`, {
+        token: t,
+        body: {
+          receipts: got.body.messages.slice(0, 3).map((m: { receipt: string }) => m.receipt),
+        },
+      });
+      assert.equal(acked.status, 200, JSON.stringify(acked.body));
+
+      const topic = "/v1/topics/events";
+      assert.equal((await owner.call("PUT", topic, { token: t, body: {} })).status, 201);
+      await owner.call("PUT", `${topic}/subscriptions/audit`, {
+        token: t,
+        body: { start: "earliest" },
+      });
+      await owner.call("POST", `${topic}/messages`, {
+        token: t,
+        body: { messages: [{ body: "e1", key: "k" }, { body: "e2" }, { body: "e3" }] },
+      });
+      const tm = await owner.call("POST", `${topic}/subscriptions/audit/receive`, {
+        token: t,
+        body: { max: 2 },
+      });
+      assert.equal(tm.body.messages.length, 2);
+
+      // Each API call answered after the replica acknowledged its records.
+      const entities = [Q("orders"), T("events")];
+      await sameState(owner.local, replicaConn, entities);
+      assert.ok(shipper.lag().every((l) => l.lag === 0), JSON.stringify(shipper.lag()));
+      assert.ok(peers.records >= 25, `records shipped: ${peers.records}`);
+
+      // A replica wiped and restarted catches up by snapshot on the next change.
+      await replicaConn.flushall();
+      await owner.call("POST", `${q}/messages`, {
+        token: t,
+        body: { messages: [{ body: "late" }] },
+      });
+      await owner.call("POST", `${topic}/messages`, {
+        token: t,
+        body: { messages: [{ body: "e4" }] },
+      });
+      await sameState(owner.local, replicaConn, entities);
+    } finally {
+      shipper?.close();
+      peers.close();
+      await server?.stop();
+      replicaConn.disconnect();
+      await replicaRedis.stop();
+      await owner.close();
+    }
+  },
+});
