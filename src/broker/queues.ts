@@ -204,7 +204,7 @@ const ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const TOKEN_PATTERN = /^[A-Za-z0-9_-]{16}$/;
 
 /** Makes message ids: 26-character ULIDs (time first, so they sort in sending order). */
-class IdMaker {
+export class IdMaker {
   #lastTime = -1;
   #random: number[] = [];
 
@@ -330,7 +330,7 @@ function toInfo(name: string, v: StoredView): QueueInfo {
 }
 
 /** Attributes as JSON with every non-ASCII character escaped, so its length is its byte size. */
-function encodeAttributes(attrs: Record<string, string> | undefined): string {
+export function encodeAttributes(attrs: Record<string, string> | undefined): string {
   if (!attrs || Object.keys(attrs).length === 0) return "";
   return JSON.stringify(attrs).replace(
     /[\u0080-\uffff]/g,
