@@ -1,4 +1,5 @@
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
+import { connectRedis } from "./src/redis.ts";
 import { ConfigError, configHelp, loadConfig } from "./src/config/load.ts";
 import type { Config } from "./src/config/schema.ts";
 import { UserStore } from "./src/auth/users.ts";
@@ -8,6 +9,7 @@ import { Store } from "./src/broker/store.ts";
 import { Notifier } from "./src/broker/notifier.ts";
 import { QueueService } from "./src/broker/queues.ts";
 import { TopicService } from "./src/broker/topics.ts";
+import { RequestService } from "./src/broker/requests.ts";
 import { localOnlySink } from "./src/replication/record.ts";
 import { createApp } from "./src/api/app.ts";
 
@@ -16,16 +18,6 @@ export interface RunningNode {
   config: Config;
   url: string;
   stop(): Promise<void>;
-}
-
-function connect(url: string, name: string): Redis {
-  const redis = new Redis(url, {
-    connectionName: name,
-    maxRetriesPerRequest: 2,
-    lazyConnect: true,
-  });
-  redis.on("error", (err) => console.error(`redis ${name}: ${err.message}`));
-  return redis;
 }
 
 async function ping(redis: Redis): Promise<boolean> {
@@ -38,9 +30,10 @@ async function ping(redis: Redis): Promise<boolean> {
 
 /** Wires one node together from its configuration and starts serving. */
 export async function startNode(config: Config): Promise<RunningNode> {
-  const local = connect(config.localRedisUrl, `momd-${config.nodeId}-local`);
-  const usersRedis = connect(config.usersRedisUrl, `momd-${config.nodeId}-users`);
-  const userEvents = connect(config.usersRedisUrl, `momd-${config.nodeId}-user-events`);
+  const lazy = { lazy: true };
+  const local = connectRedis(config.localRedisUrl, `momd-${config.nodeId}-local`, lazy);
+  const usersRedis = connectRedis(config.usersRedisUrl, `momd-${config.nodeId}-users`, lazy);
+  const userEvents = connectRedis(config.usersRedisUrl, `momd-${config.nodeId}-events`, lazy);
   await Promise.all([local.connect(), usersRedis.connect(), userEvents.connect()]);
 
   const users = new UserStore(usersRedis, { hashCost: config.passwordHashCost });
@@ -57,6 +50,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
   const store = await Store.open(local, { sink: localOnlySink });
   const notifier = new Notifier();
   const queues = new QueueService(store, notifier);
+  const requests = new RequestService(store, notifier);
   queues.startSweeper(); // expiry and redelivery also for queues nobody is receiving from
   const topics = new TopicService(store, notifier);
 
@@ -74,6 +68,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     limiter,
     queues,
     topics,
+    requests,
     readiness: async () => ({
       localRedis: await ping(local),
       usersRedis: await ping(usersRedis),

@@ -6,6 +6,7 @@ import type { UserStore } from "../auth/users.ts";
 import type { RateLimiter } from "../auth/rate_limit.ts";
 import type { QueueService } from "../broker/queues.ts";
 import type { TopicService } from "../broker/topics.ts";
+import type { RequestService } from "../broker/requests.ts";
 import type { AppEnv } from "./context.ts";
 import { problem, toProblem } from "./problem.ts";
 import { validationHook } from "./validation.ts";
@@ -16,6 +17,8 @@ import { registerAuthRoutes } from "./routes/auth.ts";
 import { registerUserRoutes } from "./routes/users.ts";
 import { registerQueueRoutes } from "./routes/queues.ts";
 import { registerTopicRoutes } from "./routes/topics.ts";
+import { registerRequestRoutes } from "./routes/requests.ts";
+import { registerCompatRoutes } from "./compat/routes.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
 
@@ -27,6 +30,8 @@ export interface ApiDeps {
   limiter: RateLimiter;
   queues: QueueService;
   topics: TopicService;
+  /** Request/reply with deadlines over queues. */
+  requests: RequestService;
   /** Each dependency's reachability, for /readyz. */
   readiness: () => Promise<Record<string, boolean>>;
 }
@@ -52,6 +57,8 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
 
   registerHealthRoutes(app, deps);
   registerDocsRoutes(app);
+  // The earlier MOM server's API: its own small app (FastAPI-shaped errors, own auth and docs).
+  registerCompatRoutes(app, deps);
 
   // Everything under /v1 needs a token, except asking for one.
   const auth = requireAuth(deps.tokens);
@@ -64,6 +71,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   registerUserRoutes(app, deps);
   registerQueueRoutes(app, deps);
   registerTopicRoutes(app, deps);
+  registerRequestRoutes(app, deps);
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -200,6 +200,11 @@ export interface TopicReceiveOptions {
   visibilitySeconds?: number;
   /** Aborts a long poll (the client went away). */
   signal?: AbortSignal;
+  /**
+   * Passes over the caller's own messages as if they were delivered and acknowledged (the
+   * compatibility API: a subscriber never receives what it published itself).
+   */
+  excludeOwn?: boolean;
 }
 
 /** A configuration change: any subset of the fields, access fields one by one. */
@@ -638,16 +643,19 @@ export class TopicService {
     sub: string,
     max: number,
     visibilitySeconds: number | undefined,
-  ): Promise<{ messages: TopicDelivery[]; wakeAt: number | false }> {
+    excludeOwn = false,
+  ): Promise<{ messages: TopicDelivery[]; wakeAt: number | false; more: boolean }> {
     const tokens = Array.from({ length: max }, newToken);
     const res = await this.store.change<{
       messages: (StoredMessage & { token: string; deliveryCount: number; visibleAt: number })[];
       wakeAt: number | false;
+      more?: boolean;
     }>(this.#ref(name), "topic_receive", [
       ...this.#args(caller, sub),
       max,
       visibilitySeconds ?? "",
       ...tokens,
+      ...(excludeOwn ? ["own"] : []),
     ]);
     const messages = list(res.messages).map((m) => ({
       ...toMessage(m),
@@ -655,7 +663,7 @@ export class TopicService {
       deliveryCount: m.deliveryCount,
       visibleAt: iso(m.visibleAt),
     }));
-    return { messages, wakeAt: res.wakeAt ?? false };
+    return { messages, wakeAt: res.wakeAt ?? false, more: res.more === true };
   }
 
   /**
@@ -680,7 +688,16 @@ export class TopicService {
       opts.signal?.addEventListener("abort", abort, { once: true });
       const woken = waitMs > 0 ? this.notifier.wait(key, until, stop.signal) : undefined;
       try {
-        const res = await this.#receiveOnce(caller, name, sub, max, opts.visibilitySeconds);
+        const res = await this.#receiveOnce(
+          caller,
+          name,
+          sub,
+          max,
+          opts.visibilitySeconds,
+          opts.excludeOwn,
+        );
+        // Only the caller's own messages were passed over, and more may follow: look again.
+        if (res.messages.length === 0 && res.more && !opts.signal?.aborted) continue;
         if (res.messages.length > 0 || !woken || Date.now() >= until || opts.signal?.aborted) {
           return res.messages;
         }

@@ -7,6 +7,8 @@ import { Store } from "../../src/broker/store.ts";
 import { Notifier } from "../../src/broker/notifier.ts";
 import { QueueService } from "../../src/broker/queues.ts";
 import { TopicService } from "../../src/broker/topics.ts";
+import { RequestService } from "../../src/broker/requests.ts";
+import { connectRedis } from "../../src/redis.ts";
 import { localOnlySink, type RecordSink } from "../../src/replication/record.ts";
 import { type RedisServer, startRedis } from "./services.ts";
 
@@ -68,15 +70,15 @@ export interface TestApiOptions {
 /** Starts a Redis and builds the API over it (local store in db 0, users in db 1). */
 export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> {
   const redis = await startRedis();
-  const local = new Redis(`${redis.url}/0`);
-  const usersRedis = new Redis(`${redis.url}/1`);
+  const local = connectRedis(`${redis.url}/0`, "test-local");
+  const usersRedis = connectRedis(`${redis.url}/1`, "test-users");
   const users = new UserStore(usersRedis, { hashCost: 10 });
   const tokens = new TokenService(users, {
     secret: "test-secret-test-secret-test-secret-0123",
     ttlSeconds: opts.tokenTtlSeconds ?? 600,
     now: opts.tokenNow,
   });
-  const userEvents = new Redis(`${redis.url}/1`);
+  const userEvents = connectRedis(`${redis.url}/1`, "test-events");
   if (opts.watchUserChanges !== false) await watchUserChanges(userEvents, tokens);
   const limiter = new RedisRateLimiter(usersRedis, {
     perMinute: opts.rateLimitPerMinute ?? 100_000,
@@ -98,6 +100,7 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
     limiter,
     queues: new QueueService(store, notifier),
     topics: new TopicService(store, notifier),
+    requests: new RequestService(store, notifier),
     readiness: async () => ({ localRedis: (await local.ping()) === "PONG" }),
   });
 
