@@ -71,6 +71,54 @@ export const SETTINGS: readonly Setting[] = [
     help: "ZooKeeper connect string (unset: single node)",
   },
   {
+    field: "clusterSecret",
+    env: "MOMD_CLUSTER_SECRET",
+    flag: "cluster-secret",
+    help: "shared secret of inter-node calls, 32+ characters",
+  },
+  {
+    field: "zkRoot",
+    env: "MOMD_ZK_ROOT",
+    flag: "zk-root",
+    help: "znode under which momd keeps its state",
+  },
+  {
+    field: "zkSessionTimeoutMs",
+    env: "MOMD_ZK_SESSION_TIMEOUT_MS",
+    flag: "zk-session-timeout-ms",
+    help: "ZooKeeper session timeout",
+  },
+  {
+    field: "replicationFactor",
+    env: "MOMD_REPLICATION_FACTOR",
+    flag: "replication-factor",
+    help: "copies of each entity, owner included",
+  },
+  {
+    field: "minInSyncReplicas",
+    env: "MOMD_MIN_IN_SYNC_REPLICAS",
+    flag: "min-in-sync-replicas",
+    help: "copies that must hold a change before it is acknowledged",
+  },
+  {
+    field: "replicationAckTimeoutMs",
+    env: "MOMD_REPLICATION_ACK_TIMEOUT_MS",
+    flag: "replication-ack-timeout-ms",
+    help: "how long a change waits for replicas before 503",
+  },
+  {
+    field: "forwardTimeoutMs",
+    env: "MOMD_FORWARD_TIMEOUT_MS",
+    flag: "forward-timeout-ms",
+    help: "deadline of a request forwarded to the owner",
+  },
+  {
+    field: "backupIntervalMs",
+    env: "MOMD_BACKUP_INTERVAL_MS",
+    flag: "backup-interval-ms",
+    help: "how often owners copy changed entities to the backup Redis",
+  },
+  {
     field: "jwtSecret",
     env: "MOMD_JWT_SECRET",
     flag: "jwt-secret",
@@ -196,6 +244,16 @@ export function loadConfig(
     throw new ConfigError(`${name}: ${issue.message}`);
   }
   const cfg = parsed.data;
+  if (cfg.minInSyncReplicas > cfg.replicationFactor) {
+    throw new ConfigError(
+      "MOMD_MIN_IN_SYNC_REPLICAS (--min-in-sync-replicas): must not exceed MOMD_REPLICATION_FACTOR",
+    );
+  }
+  if (cfg.zookeeper && !cfg.clusterSecret) {
+    throw new ConfigError(
+      "MOMD_CLUSTER_SECRET (--cluster-secret): required when MOMD_ZOOKEEPER is set",
+    );
+  }
   let jwtSecret = cfg.jwtSecret;
   let adminPassword = cfg.adminPassword;
   if (!cfg.devMode) {

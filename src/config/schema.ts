@@ -18,7 +18,28 @@ export const ConfigSchema = z.object({
   localRedisUrl: redisUrl.default("redis://127.0.0.1:6379/0"),
   usersRedisUrl: redisUrl.default("redis://127.0.0.1:6379/1"),
   backupRedisUrl: redisUrl.default("redis://127.0.0.1:6379/2"),
-  zookeeper: z.string().optional(),
+  zookeeper: z.string().regex(
+    /^[^\s,]+:\d+(,[^\s,]+:\d+)*(\/[\w/-]*)?$/,
+    "must be host:port[,host:port...]",
+  )
+    .optional(),
+  /** Shared secret every inter-node gRPC call carries (required with ZooKeeper). */
+  clusterSecret: z.string().min(32, "must be at least 32 characters").optional(),
+  zkRoot: z.string().regex(/^(\/[A-Za-z0-9_.-]+)+$/, "must be an absolute znode path").default(
+    "/momd",
+  ),
+  zkSessionTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(1000)
+    .max(60_000).default(6000),
+  replicationFactor: z.coerce.number({ error: "must be a whole number" }).int().min(1).max(9)
+    .default(3),
+  minInSyncReplicas: z.coerce.number({ error: "must be a whole number" }).int().min(1).max(9)
+    .default(2),
+  replicationAckTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
+    .max(60_000).default(5000),
+  forwardTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(25_000)
+    .max(600_000).default(60_000),
+  backupIntervalMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
+    .max(3_600_000).default(1000),
   jwtSecret: z.string().min(32, "must be at least 32 characters").optional(),
   tokenTtlSeconds: z.coerce.number({ error: "must be a whole number" }).int().min(60).max(86_400)
     .default(1800),
