@@ -12,6 +12,7 @@ import { TopicService } from "./src/broker/topics.ts";
 import { RequestService } from "./src/broker/requests.ts";
 import { localOnlySink } from "./src/replication/record.ts";
 import { createApp } from "./src/api/app.ts";
+import { ClusterNode } from "./src/cluster/node.ts";
 
 /** A running node; `stop()` drains requests and closes connections. */
 export interface RunningNode {
@@ -47,9 +48,17 @@ export async function startNode(config: Config): Promise<RunningNode> {
     loginFailuresPerMinute: config.loginFailuresPerMinute,
   });
 
-  const store = await Store.open(local, { sink: localOnlySink });
+  // In a cluster, ZooKeeper decides who writes what: the store writes with the ownership epoch
+  // and ships every record to the entity's replicas before the change is acknowledged.
+  const cluster = config.zookeeper ? await ClusterNode.connect(config, local) : undefined;
+  const store = await Store.open(local, {
+    sink: cluster?.sink ?? localOnlySink,
+    epochOf: cluster ? (e) => cluster.epochOf(e) : undefined,
+  });
   const notifier = new Notifier();
-  const queues = new QueueService(store, notifier);
+  const queues = new QueueService(store, notifier, {
+    serves: cluster ? (name) => cluster.ownership.isWritable({ type: "queue", name }) : undefined,
+  });
   const requests = new RequestService(store, notifier);
   queues.startSweeper(); // expiry and redelivery also for queues nobody is receiving from
   const topics = new TopicService(store, notifier);
@@ -69,11 +78,17 @@ export async function startNode(config: Config): Promise<RunningNode> {
     queues,
     topics,
     requests,
+    router: cluster,
     readiness: async () => ({
       localRedis: await ping(local),
       usersRedis: await ping(usersRedis),
+      ...(cluster ? { zookeeper: cluster.zk.hasLease() } : {}),
     }),
   });
+  await cluster?.serve(
+    store,
+    async (request, principal) => await app.fetch(request, { forwarded: { principal } }),
+  );
 
   const [hostname, port] = splitHostPort(config.httpListen);
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
@@ -84,6 +99,9 @@ export async function startNode(config: Config): Promise<RunningNode> {
     config,
     url,
     async stop() {
+      // Hand owned entities to in-sync replicas first, so clients move on while this node drains.
+      await cluster?.stop({ handOver: true });
+      notifier.wakeAll(); // long polls end now instead of at their deadline
       await server.shutdown();
       queues.close();
       await limiter.close();

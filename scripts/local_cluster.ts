@@ -64,6 +64,7 @@ interface LayoutOptions {
 
 interface Secrets {
   jwtSecret: string;
+  clusterSecret: string;
   adminUsername: string;
   adminPassword: string;
 }
@@ -185,7 +186,10 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
       MOMD_ADMIN_USERNAME: secrets.adminUsername,
       MOMD_ADMIN_PASSWORD: secrets.adminPassword,
     };
-    if (zookeeper) env.MOMD_ZOOKEEPER = zookeeper;
+    if (zookeeper) {
+      env.MOMD_ZOOKEEPER = zookeeper;
+      env.MOMD_CLUSTER_SECRET = secrets.clusterSecret;
+    }
     if (cluster) env.MOMD_TRUSTED_PROXIES = PROXY_ADDRESS;
     services.push({
       name: id,
@@ -294,6 +298,7 @@ async function loadSecrets(stateDir: string): Promise<Secrets> {
   }
   const wanted: [string, () => string][] = [
     ["MOMD_JWT_SECRET", () => randomToken(48)],
+    ["MOMD_CLUSTER_SECRET", () => randomToken(48)],
     ["MOMD_ADMIN_USERNAME", () => "admin"],
     ["MOMD_ADMIN_PASSWORD", () => randomToken(18)],
   ];
@@ -307,6 +312,7 @@ async function loadSecrets(stateDir: string): Promise<Secrets> {
   const env = (key: string) => Deno.env.get(key) || stored.get(key)!;
   return {
     jwtSecret: env("MOMD_JWT_SECRET"),
+    clusterSecret: env("MOMD_CLUSTER_SECRET"),
     adminUsername: env("MOMD_ADMIN_USERNAME"),
     adminPassword: env("MOMD_ADMIN_PASSWORD"),
   };

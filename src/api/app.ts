@@ -19,6 +19,9 @@ import { registerQueueRoutes } from "./routes/queues.ts";
 import { registerTopicRoutes } from "./routes/topics.ts";
 import { registerRequestRoutes } from "./routes/requests.ts";
 import { registerCompatRoutes } from "./compat/routes.ts";
+import { registerClusterRoutes } from "./routes/cluster.ts";
+import { routeToOwner } from "./middleware/owner_routing.ts";
+import type { EntityRouter } from "./routing.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
 
@@ -32,6 +35,8 @@ export interface ApiDeps {
   topics: TopicService;
   /** Request/reply with deadlines over queues. */
   requests: RequestService;
+  /** In a cluster: where each entity lives (absent on a single node, which serves everything). */
+  router?: EntityRouter;
   /** Each dependency's reachability, for /readyz. */
   readiness: () => Promise<Record<string, boolean>>;
 }
@@ -66,12 +71,17 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   const open = (c: { req: { path: string } }) => c.req.path === "/v1/auth/token";
   app.use("/v1/*", (c, next) => open(c) ? next() : auth(c, next));
   app.use("/v1/*", (c, next) => open(c) ? next() : limited(c, next));
+  if (deps.router) {
+    const routing = routeToOwner(deps.router);
+    app.use("/v1/*", (c, next) => open(c) ? next() : routing(c, next));
+  }
 
   registerAuthRoutes(app, deps);
   registerUserRoutes(app, deps);
   registerQueueRoutes(app, deps);
   registerTopicRoutes(app, deps);
   registerRequestRoutes(app, deps);
+  registerClusterRoutes(app, deps);
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",

@@ -1,3 +1,4 @@
+import type { Context } from "hono";
 import type { Principal } from "../auth/users.ts";
 
 /** Variables the middleware puts on a request's context. */
@@ -6,4 +7,18 @@ export interface AppEnv {
     principal: Principal;
     clientIp: string;
   };
+}
+
+/** What the gRPC server passes as the app's env for a request another node forwarded. */
+export interface ForwardedEnv {
+  forwarded: { principal: Principal | null };
+}
+
+/**
+ * The principal another node authenticated, when this request was forwarded to this node over
+ * the authenticated gRPC channel (never settable by an HTTP client: it is not a header).
+ */
+export function forwardedOf(c: Context): ForwardedEnv["forwarded"] | undefined {
+  const env = c.env as Partial<ForwardedEnv> | undefined;
+  return env && typeof env === "object" && "forwarded" in env ? env.forwarded : undefined;
 }

@@ -36,6 +36,11 @@ export class Notifier {
     });
   }
 
+  /** Wakes every waiting receiver (shutting down). */
+  wakeAll(): void {
+    for (const key of [...this.#waiters.keys()]) this.notify(key);
+  }
+
   /** Number of receivers waiting (for stats and tests). */
   get waiting(): number {
     let n = 0;

@@ -1,11 +1,17 @@
 import type { MiddlewareHandler } from "hono";
 import { TokenError, type TokenService } from "../../auth/tokens.ts";
-import type { AppEnv } from "../context.ts";
+import { type AppEnv, forwardedOf } from "../context.ts";
 import { problem } from "../problem.ts";
 
 /** Requires a valid bearer token and puts its principal on the context. */
 export function requireAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    const forwarded = forwardedOf(c);
+    if (forwarded?.principal) {
+      // Another node verified the token and sent the caller over the authenticated channel.
+      c.set("principal", forwarded.principal);
+      return next();
+    }
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match) {

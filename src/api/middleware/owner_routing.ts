@@ -1,0 +1,70 @@
+import type { MiddlewareHandler } from "hono";
+import type { EntityRef } from "../../broker/keys.ts";
+import { decodeTaskId } from "../../broker/requests.ts";
+import { type AppEnv, forwardedOf } from "../context.ts";
+import type { EntityRouter } from "../routing.ts";
+import { ListQuery } from "../schemas/common.ts";
+import { ApiError } from "../problem.ts";
+
+const ENTITY_PATH = /^\/v1\/(queues|topics)\/([^/]+)(\/.*)?$/;
+const TASK_PATH = /^\/v1\/tasks\/([^/]+)(\/reply)?$/;
+const LIST_PATH = /^\/v1\/(queues|topics)\/?$/;
+
+/** The entity a /v1 request is about, if any. */
+export function entityOfPath(path: string): EntityRef | null {
+  const m = ENTITY_PATH.exec(path);
+  if (m) {
+    return { type: m[1] === "queues" ? "queue" : "topic", name: decodeURIComponent(m[2]) };
+  }
+  const t = TASK_PATH.exec(path);
+  if (t) {
+    const task = decodeTaskId(t[1]);
+    return task ? { type: "queue", name: task.queue } : null;
+  }
+  return null;
+}
+
+/**
+ * In a cluster, serves a request about an entity on the node that owns it: here, or forwarded
+ * over gRPC with the caller this node authenticated. Creates take the name cluster-wide first;
+ * a failed create gives it back and a delete forgets it. Listings come from the cluster-wide
+ * ownership records. A request another node forwarded is always served here (never forwarded
+ * again): if this node is no longer the owner, the store refuses it with 503.
+ */
+export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (forwardedOf(c)) return next();
+    const path = c.req.path;
+    const method = c.req.method;
+    const list = LIST_PATH.exec(path);
+    if (list && method === "GET") {
+      const query = ListQuery.safeParse(c.req.query());
+      if (!query.success) throw new ApiError(400, query.error.issues[0].message, "invalid");
+      const type = list[1] === "queues" ? "queue" : "topic";
+      const items = router.list(type, { ...query.data, limit: query.data.limit + 1 });
+      const more = items.length > query.data.limit;
+      const page = items.slice(0, query.data.limit);
+      return c.json({ [list[1]]: page, next: more ? page[page.length - 1].name : null }, 200);
+    }
+    const entity = entityOfPath(path);
+    if (!entity) return next();
+    const root = ENTITY_PATH.exec(path)?.[3] === undefined && !TASK_PATH.test(path);
+    const isCreate = root && method === "PUT";
+    const isDelete = root && method === "DELETE";
+    const principal = c.get("principal");
+    const route = await router.route(
+      entity,
+      isCreate ? { create: { creator: principal.username } } : {},
+    );
+    let res: Response;
+    if (route.here) {
+      await next();
+      res = c.res;
+    } else {
+      res = await router.forward(route.address, c.req.raw, principal);
+    }
+    if (route.claimed && res.status >= 300) await router.createFailed(entity);
+    if (isDelete && res.status === 204) await router.deleted(entity);
+    if (!route.here) return res;
+  };
+}

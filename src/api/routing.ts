@@ -1,0 +1,61 @@
+import type { EntityRef, EntityType } from "../broker/keys.ts";
+import type { Principal } from "../auth/users.ts";
+
+/** Where a request for an entity is served. */
+export type Route =
+  | { here: true; claimed: boolean }
+  | { here: false; address: string; claimed: boolean };
+
+/** One node of the cluster as `GET /v1/cluster` shows it. */
+export interface NodeStatus {
+  id: string;
+  http: string | null;
+  grpc: string | null;
+  alive: boolean;
+  owned: number;
+  replicated: number;
+  startedAt: string | null;
+}
+
+/** One entity as `GET /v1/cluster` shows it. */
+export interface EntityStatus {
+  type: EntityType;
+  name: string;
+  owner: string;
+  replicas: string[];
+  epoch: number;
+  /** Per replica: records shipped but not yet acknowledged (null: unknown to this node). */
+  lag: Record<string, number | null>;
+  inSync: string[];
+}
+
+/** The cluster as one node sees it. */
+export interface ClusterStatus {
+  node: string;
+  mode: "single" | "cluster";
+  controller: string | null;
+  nodes: NodeStatus[];
+  entities: EntityStatus[];
+}
+
+/**
+ * What the HTTP layer needs from the cluster: where an entity lives, how to reach it, and the
+ * bookkeeping of creates and deletes. A single node has no router and serves everything itself.
+ */
+export interface EntityRouter {
+  /** Where the entity is served; with `create`, takes the name cluster-wide first if needed. */
+  route(entity: EntityRef, opts?: { create?: { creator: string } }): Promise<Route>;
+  /** Sends a request to the owner at `address` and returns its answer. */
+  forward(address: string, request: Request, principal: Principal | null): Promise<Response>;
+  /** The create that claimed the name failed: give the name back. */
+  createFailed(entity: EntityRef): Promise<void>;
+  /** The entity was deleted by its owner: forget its ownership record. */
+  deleted(entity: EntityRef): Promise<void>;
+  /** Entities cluster-wide, in name order, after `after`, at most `limit`. */
+  list(
+    type: EntityType,
+    query: { prefix?: string; after?: string; limit: number },
+  ): { name: string; owner: string; createdAt: string }[];
+  /** The cluster as this node sees it (with the lag its peers report). */
+  status(opts?: { localOnly?: boolean }): Promise<ClusterStatus>;
+}
