@@ -45,6 +45,11 @@ export interface ClusterStatus {
 export interface EntityRouter {
   /** Where the entity is served; with `create`, takes the name cluster-wide first if needed. */
   route(entity: EntityRef, opts?: { create?: { creator: string } }): Promise<Route>;
+  /**
+   * Before serving an entity here: catches up with ZooKeeper if this node does not know yet
+   * that it owns the entity (a create or move just happened), and waits for its take-over.
+   */
+  ready(entity: EntityRef): Promise<void>;
   /** Sends a request to the owner at `address` and returns its answer. */
   forward(address: string, request: Request, principal: Principal | null): Promise<Response>;
   /** The create that claimed the name failed: give the name back. */

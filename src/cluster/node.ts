@@ -70,6 +70,8 @@ export class ClusterNode implements EntityRouter {
   readonly #paused = new Set<string>();
   /** Entities whose take-over preparation (restore) is running or done, per epoch. */
   readonly #prepared = new Map<string, number>();
+  /** Take-over preparations still running. */
+  readonly #preparing = new Map<string, Promise<void>>();
   /** When each entity last changed owner (hysteresis of rebalancing). */
   readonly #movedAt = new Map<string, number>();
   #rebalanceTimer?: ReturnType<typeof setInterval>;
@@ -208,6 +210,11 @@ export class ClusterNode implements EntityRouter {
     return { here: false, address: owner.grpc, claimed };
   }
 
+  async ready(entity: EntityRef): Promise<void> {
+    if (!this.ownership.isWritable(entity)) await this.ownership.read(entity);
+    await this.#preparing.get(key(entity));
+  }
+
   forward(address: string, request: Request, principal: Principal | null): Promise<Response> {
     return this.peers.forwardHttp(address, request, principal, {
       deadlineMs: this.#config.forwardTimeoutMs,
@@ -341,13 +348,14 @@ export class ClusterNode implements EntityRouter {
     this.#prepared.set(k, entry.epoch);
     this.#movedAt.set(k, Date.now());
     this.#paused.add(k);
-    const prepare = this.#opts.hooks?.beforeServing?.(entity) ?? Promise.resolve();
-    prepare
+    const prepare = (this.#opts.hooks?.beforeServing?.(entity) ?? Promise.resolve())
       .catch((err) => console.error(`cluster: preparing ${k} failed: ${err}`))
       .finally(() => {
         this.#paused.delete(k);
+        this.#preparing.delete(k);
         this.shipper.resync(entity);
       });
+    this.#preparing.set(k, prepare);
   }
 
   /**

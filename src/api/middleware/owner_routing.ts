@@ -33,8 +33,12 @@ export function entityOfPath(path: string): EntityRef | null {
  */
 export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
-    if (forwardedOf(c)) return next();
     const path = c.req.path;
+    if (forwardedOf(c)) {
+      const entity = entityOfPath(path);
+      if (entity) await router.ready(entity);
+      return next();
+    }
     const method = c.req.method;
     const list = LIST_PATH.exec(path);
     if (list && method === "GET") {
@@ -58,6 +62,7 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
     );
     let res: Response;
     if (route.here) {
+      await router.ready(entity);
       await next();
       res = c.res;
     } else {
