@@ -5,10 +5,10 @@
  *   deno run -A scripts/local_cluster.ts up | down | status
  *   deno run -A scripts/local_cluster.ts node stop|kill|start <id>
  *
- * The layout is data (`localLayout`): a list of services in start stages. One node (the default)
- * serves the API itself on 127.0.0.1:8080, beside its local Redis, the users Redis and the backup
- * Redis. With MOMD_DEV_NODES=3, ZooKeeper, three nodes and NGINX on 127.0.0.1:8080 in front of
- * them. Other settings:
+ * The layout is data (`localLayout`): a list of services in start stages. By default the cluster:
+ * ZooKeeper, the users and backup Redis, three nodes each with its own Redis, and NGINX on
+ * 127.0.0.1:8080 in front of them. With MOMD_DEV_NODES=1, one node serves the API itself on
+ * 127.0.0.1:8080 beside its Redis, the users Redis and the backup Redis. Other settings:
  *   MOMD_DEV_STATE_DIR    where the state lives (default: .momd in the repository)
  *   MOMD_DEV_PORT_OFFSET  added to every port (default 0), to run a second copy beside the first
  *   MOMD_ADMIN_USERNAME, MOMD_ADMIN_PASSWORD, MOMD_JWT_SECRET   used when set; otherwise
@@ -532,7 +532,7 @@ async function openLayout(forUp: boolean): Promise<Layout> {
   await Deno.chmod(stateDir, 0o700);
   const saved = await readJson<LayoutOptions>(`${stateDir}/cluster.json`);
   const asked: LayoutOptions = {
-    nodes: intFromEnv("MOMD_DEV_NODES", 1, 1, 9),
+    nodes: intFromEnv("MOMD_DEV_NODES", 3, 1, 9),
     portOffset: intFromEnv("MOMD_DEV_PORT_OFFSET", 0, 0, 50_000),
   };
   const secrets = await loadSecrets(stateDir);

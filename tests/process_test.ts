@@ -210,7 +210,7 @@ async function localBroker(nodes?: number) {
 }
 
 Deno.test("process: the local broker script brings a node up, reports it, and takes it down", async () => {
-  const { stateDir, entry, run, close } = await localBroker();
+  const { stateDir, entry, run, close } = await localBroker(1);
   try {
     const first = await run("up");
     assert.match(first, /node1: started/);
