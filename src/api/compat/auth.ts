@@ -7,7 +7,7 @@
 import type { MiddlewareHandler } from "hono";
 import { TokenError, type TokenService } from "../../auth/tokens.ts";
 import type { RateLimiter } from "../../auth/rate_limit.ts";
-import type { AppEnv } from "../context.ts";
+import { type AppEnv, forwardedOf } from "../context.ts";
 import { CompatHttpError } from "./errors.ts";
 
 /**
@@ -18,6 +18,12 @@ import { CompatHttpError } from "./errors.ts";
  */
 export function compatAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    const forwarded = forwardedOf(c);
+    if (forwarded?.principal) {
+      // Another node verified the token and sent the caller over the authenticated channel.
+      c.set("principal", forwarded.principal);
+      return next();
+    }
     const header = (c.req.header("authorization") ?? "").trim();
     const space = header.indexOf(" ");
     const scheme = space < 0 ? header : header.slice(0, space);
@@ -52,6 +58,7 @@ export function compatAdmin(): MiddlewareHandler<AppEnv> {
 /** Takes one call from the user's cluster-wide budget (after compatAuth); spent: 429. */
 export function compatRateLimit(limiter: RateLimiter): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    if (forwardedOf(c)) return next(); // counted by the node that received it
     const decision = limiter.take(c.get("principal").username);
     if (!decision.allowed) {
       throw new CompatHttpError(429, "Too many requests.", {

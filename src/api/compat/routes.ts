@@ -29,6 +29,7 @@ import type { AppEnv } from "../context.ts";
 import { clientIp } from "../middleware/client_ip.ts";
 import { registerDocsRoutes } from "../routes/docs.ts";
 import { compatAdmin, compatAuth, compatRateLimit } from "./auth.ts";
+import { compatRouteToOwner } from "./routing.ts";
 import {
   CompatHttpError,
   compatValidationHook,
@@ -57,7 +58,7 @@ export const COMPAT_BASE_PATH = "/api/v1.0.0/MomServer";
 /** What the compatibility API needs: the node's own services. */
 export type CompatDeps = Pick<
   ApiDeps,
-  "config" | "users" | "tokens" | "limiter" | "queues" | "topics"
+  "config" | "users" | "tokens" | "limiter" | "queues" | "topics" | "router"
 >;
 
 /** Options of the compatibility API. */
@@ -112,8 +113,9 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
   app.notFound((c) => unmatched(c, known));
   app.use("*", clientIp(deps.config.trustedProxies));
 
-  const user = [compatAuth(deps.tokens), compatRateLimit(deps.limiter)];
-  const admin = [compatAuth(deps.tokens), compatAdmin(), compatRateLimit(deps.limiter)];
+  const owner = compatRouteToOwner(deps.router);
+  const user = [compatAuth(deps.tokens), compatRateLimit(deps.limiter), owner];
+  const admin = [compatAuth(deps.tokens), compatAdmin(), compatRateLimit(deps.limiter), owner];
 
   // --- root, login, protected greetings ---------------------------------------------------
 

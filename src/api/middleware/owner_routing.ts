@@ -1,4 +1,4 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler, Next } from "hono";
 import type { EntityRef } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
@@ -53,23 +53,52 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
     const entity = entityOfPath(path);
     if (!entity) return next();
     const root = ENTITY_PATH.exec(path)?.[3] === undefined && !TASK_PATH.test(path);
-    const isCreate = root && method === "PUT";
-    const isDelete = root && method === "DELETE";
-    const principal = c.get("principal");
-    const route = await router.route(
-      entity,
-      isCreate ? { create: { creator: principal.username } } : {},
-    );
-    let res: Response;
-    if (route.here) {
-      await router.ready(entity);
-      await next();
-      res = c.res;
-    } else {
-      res = await router.forward(route.address, c.req.raw, principal);
-    }
-    if (route.claimed && res.status >= 300) await router.createFailed(entity);
-    if (isDelete && res.status === 204) await router.deleted(entity);
-    if (!route.here) return res;
+    return await serveOnOwner(c, next, router, entity, {
+      create: root && method === "PUT",
+      deleted: (res) => Promise.resolve(root && method === "DELETE" && res.status === 204),
+    });
   };
+}
+
+/** How serveOnOwner recognises the outcome of a create or a delete. */
+export interface OwnerCallOptions {
+  /** The request creates the entity (its name is taken cluster-wide first). */
+  create: boolean;
+  /** Whether the answer says the entity is gone (its ownership record is then removed). */
+  deleted: (res: Response) => Promise<boolean>;
+  /** Whether the answer says the create succeeded (default: a 2xx status). */
+  created?: (res: Response) => Promise<boolean>;
+  /** The request to forward, when the original body was already read. */
+  request?: Request;
+}
+
+/**
+ * Serves a request about `entity` on its owner: here (after catching up with ZooKeeper) or
+ * forwarded with the authenticated caller. Gives a claimed name back when the create failed and
+ * forgets a deleted entity.
+ */
+export async function serveOnOwner(
+  c: Context<AppEnv>,
+  next: Next,
+  router: EntityRouter,
+  entity: EntityRef,
+  opts: OwnerCallOptions,
+): Promise<Response | void> {
+  const principal = c.get("principal");
+  const route = await router.route(
+    entity,
+    opts.create ? { create: { creator: principal.username } } : {},
+  );
+  let res: Response;
+  if (route.here) {
+    await router.ready(entity);
+    await next();
+    res = c.res;
+  } else {
+    res = await router.forward(route.address, opts.request ?? c.req.raw, principal);
+  }
+  const created = opts.created ?? ((r: Response) => Promise.resolve(r.status < 300));
+  if (route.claimed && !(await created(res.clone()))) await router.createFailed(entity);
+  if (await opts.deleted(res.clone())) await router.deleted(entity);
+  if (!route.here) return res;
 }

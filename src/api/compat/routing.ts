@@ -1,0 +1,62 @@
+import type { MiddlewareHandler } from "hono";
+import type { EntityRef } from "../../broker/keys.ts";
+import { type AppEnv, forwardedOf } from "../context.ts";
+import { serveOnOwner } from "../middleware/owner_routing.ts";
+import type { EntityRouter } from "../routing.ts";
+
+const DELETE_PATH = /\/admin\/queue_topic\/delete\/([^/]+)$/;
+
+function entityType(value: unknown): "queue" | "topic" | null {
+  return value === "queue" || value === "topic" ? value : null;
+}
+
+async function successFlag(res: Response): Promise<boolean> {
+  if (res.status !== 200) return false;
+  const body = await res.json().catch(() => null) as { success?: unknown } | null;
+  return body?.success === true;
+}
+
+/**
+ * In a cluster, serves the earlier API's entity operations on the entity's owner, like /v1
+ * (see owner_routing.ts). The entity is named in the body (`name`, `type`) or, for a delete, in
+ * the path and `mom_type`. A request whose entity cannot be read is left to validation (422).
+ */
+export function compatRouteToOwner(router: EntityRouter | undefined): MiddlewareHandler<AppEnv> {
+  return async (c, next) => {
+    if (!router) return next();
+    const path = c.req.path;
+    const del = DELETE_PATH.exec(path);
+    let entity: EntityRef | null = null;
+    let request: Request | undefined;
+    if (del) {
+      const type = entityType(c.req.query("mom_type"));
+      if (type) entity = { type, name: decodeURIComponent(del[1]) };
+    } else {
+      const text = await c.req.text();
+      request = new Request(c.req.raw.url, {
+        method: c.req.method,
+        headers: c.req.raw.headers,
+        body: text,
+      });
+      let body: { name?: unknown; type?: unknown } | null = null;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        // validation answers 422
+      }
+      const type = entityType(body?.type);
+      if (type && typeof body?.name === "string") entity = { type, name: body.name };
+    }
+    if (!entity) return next();
+    if (forwardedOf(c)) {
+      await router.ready(entity);
+      return next();
+    }
+    return await serveOnOwner(c, next, router, entity, {
+      create: path.endsWith("/admin/queue_topic/create/"),
+      created: successFlag,
+      deleted: async (res) => !!del && await successFlag(res),
+      request,
+    });
+  };
+}
