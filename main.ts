@@ -12,6 +12,7 @@ import { TopicService } from "./src/broker/topics.ts";
 import { RequestService } from "./src/broker/requests.ts";
 import { localOnlySink } from "./src/replication/record.ts";
 import { createApp } from "./src/api/app.ts";
+import { runCli } from "./src/cli/mod.ts";
 import { ClusterNode } from "./src/cluster/node.ts";
 
 /** A running node; `stop()` drains requests and closes connections. */
@@ -115,13 +116,6 @@ function splitHostPort(value: string): [string, number] {
   return [value.slice(0, i), Number(value.slice(i + 1))];
 }
 
-const USAGE = `momd — message-oriented middleware
-
-Usage:
-  momd serve [settings]   run a node (momd serve --help lists the settings)
-  momd --help             this text
-`;
-
 async function serve(args: string[]): Promise<void> {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(`Usage: momd serve [settings]\n\n${configHelp()}`);
@@ -154,12 +148,8 @@ async function serve(args: string[]): Promise<void> {
 }
 
 if (import.meta.main) {
+  // One binary: `momd serve` runs a node; every other command is the command line client.
   const [command, ...rest] = Deno.args;
   if (command === "serve") await serve(rest);
-  else if (!command || command === "--help" || command === "-h" || command === "help") {
-    console.log(USAGE);
-  } else {
-    console.error(`momd: unknown command '${command}'\n\n${USAGE}`);
-    Deno.exit(2);
-  }
+  else Deno.exit(await runCli(Deno.args));
 }

@@ -11,7 +11,15 @@
 const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
 
 /** The binary's permissions: the same as the local broker gives `deno run main.ts serve`. */
-export const BINARY_PERMISSIONS = ["--allow-net", "--allow-env", "--allow-read", "--allow-sys"];
+// --allow-write: the same binary is the command line, which keeps its login in the user's
+// config directory.
+export const BINARY_PERMISSIONS = [
+  "--allow-net",
+  "--allow-env",
+  "--allow-read",
+  "--allow-write",
+  "--allow-sys",
+];
 
 /** Folders read at run time (Lua scripts, .proto files): embedded when they exist. */
 export const RUNTIME_FILES = ["src/broker/scripts", "src/auth/scripts", "proto"];

@@ -1,0 +1,400 @@
+/** `momd queue ...`: manage queues, send, receive, peek, redrive. */
+import type { OutgoingMessage, QueueConfigPatch, QueueDetail } from "../../client/mod.ts";
+import { attributes, int, need, str, UsageError, type Values } from "../args.ts";
+import type { Command, Ctx, Group } from "../context.ts";
+import { bytes, duration, keyValues, table, time } from "../output.ts";
+import { bodyCell, RECEIVE_HELP, RECEIVE_OPTIONS, receiveCommand } from "../receive.ts";
+import { sendInput } from "../send.ts";
+
+const CONFIG_OPTIONS = {
+  "visibility-timeout": { type: "string" },
+  "max-deliveries": { type: "string" },
+  retention: { type: "string" },
+  "max-length": { type: "string" },
+  overflow: { type: "string" },
+  delay: { type: "string" },
+  "max-message-bytes": { type: "string" },
+  "dedup-window": { type: "string" },
+  restricted: { type: "boolean" },
+  unrestricted: { type: "boolean" },
+  sender: { type: "string", multiple: true },
+  receiver: { type: "string", multiple: true },
+} as const;
+
+const CONFIG_HELP =
+  `  --visibility-timeout SECS   how long a delivery waits for its ack (default 30)
+  --max-deliveries N          deliveries before a message is dead-lettered (default 5)
+  --retention SECS            message time to live, 60-1209600 (default 345600, 4 days)
+  --max-length N              most messages held (default 1000000)
+  --overflow reject|dropHead  when full: refuse sends (default) or drop the oldest
+  --delay SECS                default delivery delay, 0-900 (default 0)
+  --max-message-bytes N       largest message (default 262144)
+  --dedup-window SECS         how long a dedupId is remembered, 0-86400 (default 300)
+  --restricted                only the owner, admins and the listed users may send/receive
+  --unrestricted              any authenticated user may send and receive (default)
+  --sender USER               may send when restricted (repeat for several)
+  --receiver USER             may receive when restricted (repeat for several)`;
+
+/** The configuration fields given on the command line (absent ones left out). */
+function configFrom(values: Values): QueueConfigPatch {
+  const out: QueueConfigPatch = {};
+  const n = (flag: string, opts: { min?: number; max?: number } = {}) => int(values, flag, opts);
+  const set = <K extends keyof QueueConfigPatch>(k: K, v: QueueConfigPatch[K] | undefined) => {
+    if (v !== undefined) out[k] = v;
+  };
+  set("visibilityTimeoutSeconds", n("visibility-timeout", { min: 1 }));
+  set("maxDeliveries", n("max-deliveries", { min: 1 }));
+  set("retentionSeconds", n("retention", { min: 1 }));
+  set("maxLength", n("max-length", { min: 1 }));
+  set("delaySeconds", n("delay"));
+  set("maxMessageBytes", n("max-message-bytes", { min: 1 }));
+  set("dedupWindowSeconds", n("dedup-window"));
+  const overflow = str(values, "overflow");
+  if (overflow !== undefined) {
+    if (overflow !== "reject" && overflow !== "dropHead") {
+      throw new UsageError(`--overflow must be reject or dropHead (got '${overflow}')`);
+    }
+    out.overflow = overflow;
+  }
+  if (values.restricted && values.unrestricted) {
+    throw new UsageError("give --restricted or --unrestricted, not both");
+  }
+  const access: NonNullable<QueueConfigPatch["access"]> = {};
+  if (values.restricted) access.restricted = true;
+  if (values.unrestricted) access.restricted = false;
+  if (Array.isArray(values.sender)) access.senders = values.sender;
+  if (Array.isArray(values.receiver)) access.receivers = values.receiver;
+  if (Object.keys(access).length) out.access = access;
+  return out;
+}
+
+function showQueue(q: Omit<QueueDetail, "stats"> & Partial<Pick<QueueDetail, "stats">>): string {
+  const c = q.config;
+  const pairs: [string, string | number | null][] = [
+    ["name", q.name],
+    ["owner", q.owner],
+    ["created", time(q.createdAt)],
+  ];
+  if (q.stats) {
+    const s = q.stats;
+    pairs.push(
+      ["ready", s.depth],
+      ["in flight", s.inFlight],
+      ["delayed", s.delayed],
+      ["dead letters", s.deadLettered],
+      [
+        "oldest message",
+        s.oldestMessageAgeSeconds === null ? "-" : duration(s.oldestMessageAgeSeconds),
+      ],
+      [
+        "totals",
+        `sent ${s.totals.sent}, delivered ${s.totals.delivered}, acked ${s.totals.acked}, ` +
+        `dead-lettered ${s.totals.deadLettered}, expired ${s.totals.expired}`,
+      ],
+    );
+  }
+  pairs.push(
+    ["visibility timeout", duration(c.visibilityTimeoutSeconds)],
+    ["max deliveries", c.maxDeliveries],
+    ["retention", duration(c.retentionSeconds)],
+    ["max length", `${c.maxLength} (${c.overflow} when full)`],
+    ["delay", duration(c.delaySeconds)],
+    ["max message size", bytes(c.maxMessageBytes)],
+    ["dedup window", duration(c.dedupWindowSeconds)],
+    [
+      "access",
+      c.access.restricted
+        ? `restricted; senders: ${c.access.senders.join(", ") || "-"}; receivers: ${
+          c.access.receivers.join(", ") || "-"
+        }`
+        : "any authenticated user",
+    ],
+  );
+  return keyValues(pairs);
+}
+
+const create: Command = {
+  name: "create",
+  summary: "create a queue (same configuration again: no change)",
+  usage: "momd queue create NAME [options]",
+  help: `Creates a queue owned by you. Creating it again with the same configuration changes
+nothing; with another one it is refused (409): use 'momd queue configure'.
+
+Options:
+${CONFIG_HELP}
+
+Example:
+  momd queue create jobs --visibility-timeout 60 --max-deliveries 3`,
+  options: CONFIG_OPTIONS,
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue create");
+    const q = await (await ctx.client()).queues.create(name, configFrom(ctx.values));
+    if (ctx.json) return void await ctx.printJson(q);
+    await ctx.out(q.created ? `created queue '${name}'\n` : `queue '${name}' exists already\n`);
+  },
+};
+
+const configure: Command = {
+  name: "configure",
+  summary: "change some settings of a queue (owner or admin)",
+  usage: "momd queue configure NAME [options]",
+  help: `Changes the given settings of a queue and leaves the others as they are.
+
+Options:
+${CONFIG_HELP}`,
+  options: CONFIG_OPTIONS,
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue configure");
+    const patch = configFrom(ctx.values);
+    if (Object.keys(patch).length === 0) {
+      throw new UsageError("nothing to change: give at least one option", "queue configure");
+    }
+    const q = await (await ctx.client()).queues.configure(name, patch);
+    if (ctx.json) return void await ctx.printJson(q);
+    await ctx.out(showQueue(q));
+  },
+};
+
+const list: Command = {
+  name: "list",
+  summary: "list queues",
+  usage: "momd queue list [--prefix PREFIX] [--limit N]",
+  help: `Lists queues by name.
+
+Options:
+  --prefix PREFIX   only names starting with PREFIX
+  --limit N         at most N queues (default: all)`,
+  options: { prefix: { type: "string" }, limit: { type: "string" } },
+  async run(ctx) {
+    need(ctx.positionals, [], "queue list");
+    const limit = int(ctx.values, "limit", { min: 1 }) ?? Infinity;
+    const client = await ctx.client();
+    const queues = [];
+    for await (const q of client.queues.listAll({ prefix: str(ctx.values, "prefix") })) {
+      if (queues.length >= limit) break;
+      queues.push(q);
+    }
+    if (ctx.json) return void await ctx.printJson({ queues });
+    if (queues.length === 0) return void await ctx.out("no queues\n");
+    await ctx.out(
+      table(["NAME", "OWNER", "CREATED"], queues.map((q) => [q.name, q.owner, time(q.createdAt)])),
+    );
+  },
+};
+
+const get: Command = {
+  name: "get",
+  summary: "show a queue's settings and counts",
+  usage: "momd queue get NAME",
+  help: "Shows a queue's owner, counts (ready, in flight, delayed, dead letters) and settings.",
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue get");
+    const q = await (await ctx.client()).queues.get(name);
+    if (ctx.json) return void await ctx.printJson(q);
+    await ctx.out(showQueue(q));
+  },
+};
+
+const del: Command = {
+  name: "delete",
+  summary: "delete a queue and its messages (owner or admin)",
+  usage: "momd queue delete NAME",
+  help: "Deletes a queue with every message it holds, dead letters included.",
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue delete");
+    await (await ctx.client()).queues.delete(name);
+    if (ctx.json) return void await ctx.printJson({ deleted: name });
+    await ctx.out(`deleted queue '${name}'\n`);
+  },
+};
+
+const purge: Command = {
+  name: "purge",
+  summary: "drop a queue's messages, keep the queue (owner or admin)",
+  usage: "momd queue purge NAME [--dead-letters]",
+  help: `Drops the ready, delayed and in-flight messages of a queue.
+
+Options:
+  --dead-letters   drop the dead letters too (default: kept)`,
+  options: { "dead-letters": { type: "boolean" } },
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue purge");
+    const res = await (await ctx.client()).queues.purge(name, {
+      deadLetters: ctx.values["dead-letters"] === true,
+    });
+    if (ctx.json) return void await ctx.printJson(res);
+    await ctx.out(`purged ${res.purged} message(s) from queue '${name}'\n`);
+  },
+};
+
+const redrive: Command = {
+  name: "redrive",
+  summary: "move dead letters back to the queue (owner or admin)",
+  usage: "momd queue redrive NAME [--max N]",
+  help: `Moves dead letters back to ready, oldest first, with their delivery counts reset.
+
+Options:
+  --max N   move at most N (default: up to 10000)`,
+  options: { max: { type: "string" } },
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue redrive");
+    const max = int(ctx.values, "max", { min: 1, max: 10_000 });
+    const res = await (await ctx.client()).queues.redrive(name, max ? { max } : {});
+    if (ctx.json) return void await ctx.printJson(res);
+    await ctx.out(
+      `moved ${res.moved} dead letter(s) back to '${name}'` +
+        (res.expired ? `, ${res.expired} expired on the way` : "") +
+        `; ${res.remaining} left\n`,
+    );
+  },
+};
+
+const peek: Command = {
+  name: "peek",
+  summary: "list messages without consuming them",
+  usage: "momd queue peek NAME [--state ready|delayed|inflight|dead] [--limit N] [--offset N]",
+  help: `Lists messages of a queue without receiving them (needs the receive right).
+
+Options:
+  --state STATE   ready (default, in delivery order), delayed, inflight or dead
+  --limit N       at most N messages, 1-100 (default 10)
+  --offset N      skip the first N (default 0)`,
+  options: { state: { type: "string" }, limit: { type: "string" }, offset: { type: "string" } },
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue peek");
+    const state = str(ctx.values, "state") ?? "ready";
+    if (!["ready", "delayed", "inflight", "dead"].includes(state)) {
+      throw new UsageError(`--state must be ready, delayed, inflight or dead (got '${state}')`);
+    }
+    const messages = await (await ctx.client()).queues.peek(name, {
+      state: state as "ready",
+      limit: int(ctx.values, "limit", { min: 1, max: 100 }),
+      offset: int(ctx.values, "offset"),
+    });
+    if (ctx.json) return void await ctx.printJson({ messages });
+    if (messages.length === 0) return void await ctx.err(`no ${state} messages in '${name}'\n`);
+    await ctx.out(table(
+      ["ID", "STATE", "DELIVERIES", "SENT", "BODY"],
+      messages.map((m) => [m.id, m.state, m.deliveryCount, time(m.enqueuedAt), bodyCell(m.body)]),
+    ));
+  },
+};
+
+const send: Command = {
+  name: "send",
+  summary: "send messages from arguments, a file or standard input",
+  usage: "momd queue send NAME [BODY...] [--file PATH] [options]",
+  help: `Sends each BODY argument as a message; without arguments, each line of --file PATH (or of
+standard input: '--file -', or anything piped in) is one message. Blank lines are skipped.
+Messages go in batches of 100 (each batch stored all or none); a terminal shows a progress
+line for long inputs. With --json, one line per message: {"line", "id", "duplicate"}.
+
+A send is never repeated after a failure unless its messages carry de-duplication ids:
+--dedup-prefix gives every line one (PREFIX-LINE), which also makes running the same command
+again after a failure safe within the queue's dedup window.
+
+Options:
+  --file PATH           read messages from PATH, one per line ('-': standard input)
+  --attr NAME=VALUE     attribute of every message (repeat for several)
+  --delay SECS          deliver after this delay, 0-900
+  --ttl SECS            time to live (default: the queue's retention)
+  --dedup-id ID         de-duplication id (a single message only)
+  --dedup-prefix PREFIX de-duplication id PREFIX-N for the message of line/argument N
+
+Examples:
+  momd queue send jobs "hello" "world"
+  seq 1 10000 | momd queue send jobs
+  momd queue send jobs --file orders.txt --dedup-prefix orders-2026-01-01`,
+  options: {
+    file: { type: "string" },
+    attr: { type: "string", multiple: true },
+    delay: { type: "string" },
+    ttl: { type: "string" },
+    "dedup-id": { type: "string" },
+    "dedup-prefix": { type: "string" },
+  },
+  async run(ctx) {
+    if (ctx.positionals.length < 1) throw new UsageError("missing NAME", "queue send");
+    const [name, ...bodies] = ctx.positionals;
+    const dedupId = str(ctx.values, "dedup-id");
+    const prefix = str(ctx.values, "dedup-prefix");
+    if (dedupId !== undefined && (bodies.length !== 1 || prefix !== undefined)) {
+      throw new UsageError("--dedup-id goes with exactly one BODY argument (see --dedup-prefix)");
+    }
+    const common: Omit<OutgoingMessage, "body"> = {
+      attributes: attributes(ctx.values),
+      delaySeconds: int(ctx.values, "delay", { max: 900 }),
+      ttlSeconds: int(ctx.values, "ttl", { min: 1 }),
+    };
+    const client = await ctx.client();
+    await sendInput(ctx, bodies, {
+      label: `queue '${name}'`,
+      batchSize: 100,
+      send: (lines, numbers) =>
+        client.queues.sendBatch(
+          name,
+          lines.map((body, i) => ({
+            body,
+            ...common,
+            dedupId: dedupId ?? (prefix !== undefined ? `${prefix}-${numbers[i]}` : undefined),
+          })),
+        ),
+    });
+  },
+};
+
+const receive: Command = {
+  name: "receive",
+  summary: "receive messages (--ack, --follow)",
+  usage: "momd queue receive NAME [--max N] [--wait SECS] [--ack] [--follow]",
+  help: `Receives messages and prints them. Without --ack they stay in flight until their visibility
+timeout ends, then are delivered again. With --json, one line per message (the delivery as
+the API returns it).
+
+Options:
+${RECEIVE_HELP}
+
+Examples:
+  momd queue receive jobs --max 10 --ack
+  momd queue receive jobs --follow --ack --json`,
+  options: RECEIVE_OPTIONS,
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "queue receive");
+    const client = await ctx.client();
+    await receiveCommand(ctx, {
+      label: `queue '${name}'`,
+      receive: (opts) => client.queues.receive(name, opts),
+      ack: (ms) => client.queues.ack(name, ms),
+      headers: ["ID", "DELIVERY"],
+      row: (m) => [m.id, m.deliveryCount],
+      body: (m) => m.body,
+    });
+  },
+};
+
+const ack: Command = {
+  name: "ack",
+  summary: "acknowledge deliveries by receipt",
+  usage: "momd queue ack NAME RECEIPT...",
+  help: "Acknowledges deliveries (their messages are deleted) by the receipts receive printed.",
+  async run(ctx: Ctx) {
+    if (ctx.positionals.length < 2) throw new UsageError("missing NAME or RECEIPT", "queue ack");
+    const [name, ...receipts] = ctx.positionals;
+    const results = await (await ctx.client()).queues.ack(name, receipts);
+    if (ctx.json) return void await ctx.printJson({ results });
+    const stale = results.filter((r) => !r.ok).length;
+    await ctx.out(`acknowledged ${results.length - stale} message(s)\n`);
+    if (stale) {
+      await ctx.err(`momd: ${stale} receipt(s) stale: not the current delivery of a message\n`);
+      return 3;
+    }
+  },
+};
+
+/** The `queue` command group. */
+export const queueGroup: Group = {
+  name: "queue",
+  summary: "manage queues, send and receive messages",
+  help: "Point-to-point queues: each message goes to one consumer, which acknowledges it.",
+  commands: [create, list, get, configure, del, purge, redrive, peek, send, receive, ack],
+};

@@ -1,0 +1,39 @@
+/**
+ * The momd client: a typed client of the momd REST API for Deno, Node 18+ and browsers
+ * (web-standard fetch, AbortController and URL only; no runtime dependencies).
+ *
+ * ```ts
+ * import { MomdClient } from "./src/client/mod.ts";
+ *
+ * const momd = new MomdClient({ url: "http://127.0.0.1:8080" });
+ * await momd.login("alice", "a-long-password");
+ * await momd.queues.create("jobs");
+ * await momd.queues.send("jobs", "hello");
+ * const consumer = momd.consume("jobs", async (m) => console.log(m.body), { concurrency: 4 });
+ * // ...
+ * await consumer.stop();
+ * ```
+ *
+ * @module
+ */
+export { MomdClient } from "./client.ts";
+export type { ClientOptions } from "./client.ts";
+export { MomdConnectionError, MomdError } from "./errors.ts";
+export type { RetryInfo, RetryOptions } from "./http.ts";
+export type { SignalOption } from "./caller.ts";
+export { QueuesApi } from "./queues.ts";
+export type { MessageInput, QueueListItem, SentMessage } from "./queues.ts";
+export { TopicsApi } from "./topics.ts";
+export type { PublishedMessage, TopicListItem, TopicMessageInput } from "./topics.ts";
+export { UsersApi } from "./users.ts";
+export { RequestsApi, TASK_ID_ATTRIBUTE } from "./requests.ts";
+export type { RequestOptions, TaskResult } from "./requests.ts";
+export type {
+  ConsumeContext,
+  ConsumeOptions,
+  Consumer,
+  ConsumerStats,
+  ConsumeTarget,
+  Handler,
+} from "./consumer.ts";
+export type * from "./types.ts";
