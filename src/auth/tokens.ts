@@ -48,6 +48,9 @@ const CLOCK_SKEW_SECONDS = 60;
 /** Above this many cached versions, expired ones are swept on the next insert. */
 const CACHE_SWEEP_SIZE = 10_000;
 
+/** Tokens whose signature was verified, remembered per node (a few hundred bytes each). */
+const VERIFIED_CACHE_SIZE = 10_000;
+
 /**
  * Issues and verifies HS256 tokens. A token carries its user's token version, an opaque number
  * that is new on creation and on every password change; verification compares it with the user's
@@ -61,6 +64,8 @@ export class TokenService {
   readonly #users: UserStore;
   readonly #now: () => number;
   readonly #cacheMs: number;
+  /** Tokens whose signature was verified, until they expire (bounded). */
+  readonly #verified = new Map<string, Claims>();
   readonly #versions = new Map<string, { version: number | null; until: number }>();
   /** Bumped by every invalidation: a lookup that started before one must not be cached. */
   #generation = 0;
@@ -89,9 +94,24 @@ export class TokenService {
    * exists with the same token version. Throws TokenError.
    */
   async verify(token: string): Promise<Principal> {
+    const claims = this.#verified.get(token) ?? await this.#checkSignature(token);
+    const now = this.#now() / 1000;
+    if (claims.iat > now + CLOCK_SKEW_SECONDS) throw new TokenError("invalid");
+    if (claims.exp <= now) throw new TokenError("expired");
+    const current = await this.#currentVersion(claims.sub);
+    if (current === null || current !== claims.ver) throw new TokenError("revoked");
+    return { username: claims.sub, role: claims.role };
+  }
+
+  /**
+   * Verifies the signature and the claims' shape, and remembers a good token until it expires:
+   * a signature check costs far more than the rest of a small request, and a token never
+   * changes. Expiry and the token version are still checked on every request.
+   */
+  async #checkSignature(token: string): Promise<Claims> {
     let claims: Claims;
     try {
-      // Signature only: time claims are checked below against our own clock, and only once the
+      // Signature only: time claims are checked against our own clock, and only once the
       // signature holds (a forged token is "invalid", never "expired").
       claims = await verify(token, this.#secret, {
         alg: "HS256",
@@ -109,12 +129,12 @@ export class TokenService {
     ) {
       throw new TokenError("invalid");
     }
-    const now = this.#now() / 1000;
-    if (claims.iat > now + CLOCK_SKEW_SECONDS) throw new TokenError("invalid");
-    if (claims.exp <= now) throw new TokenError("expired");
-    const current = await this.#currentVersion(claims.sub);
-    if (current === null || current !== claims.ver) throw new TokenError("revoked");
-    return { username: claims.sub, role: claims.role };
+    if (this.#verified.size >= VERIFIED_CACHE_SIZE) {
+      // Drop the oldest entry (Map keeps insertion order).
+      this.#verified.delete(this.#verified.keys().next().value!);
+    }
+    this.#verified.set(token, claims);
+    return claims;
   }
 
   /** Forgets what is cached for a user (its password changed or it was deleted somewhere). */
