@@ -14,6 +14,8 @@ import { localOnlySink } from "./src/replication/record.ts";
 import { createApp } from "./src/api/app.ts";
 import { runCli } from "./src/cli/mod.ts";
 import { ClusterNode } from "./src/cluster/node.ts";
+import { BackupSync, registeredEntities } from "./src/backup/sync.ts";
+import { listBackups, restoreBeforeServing } from "./src/backup/restore.ts";
 
 /** A running node; `stop()` drains requests and closes connections. */
 export interface RunningNode {
@@ -51,11 +53,37 @@ export async function startNode(config: Config): Promise<RunningNode> {
 
   // In a cluster, ZooKeeper decides who writes what: the store writes with the ownership epoch
   // and ships every record to the entity's replicas before the change is acknowledged.
-  const cluster = config.zookeeper ? await ClusterNode.connect(config, local) : undefined;
+  // Not lazy: a backup Redis that is down must not stop the node.
+  const backupRedis = connectRedis(config.backupRedisUrl, `momd-${config.nodeId}-backup`);
+  const cluster = config.zookeeper
+    ? await ClusterNode.connect(config, local, {
+      // A new owner restores from the backup first when the backup is newer than its copy.
+      hooks: { beforeServing: (e) => restoreBeforeServing(local, backupRedis, e).then(() => {}) },
+    })
+    : undefined;
+  const backup = new BackupSync({
+    local,
+    backup: backupRedis,
+    owned: cluster
+      ? () => cluster.ownership.list().filter((e) => e.owner === config.nodeId).map((e) => e.entity)
+      : () => registeredEntities(local),
+    epochOf: cluster ? (e) => cluster.epochOf(e) : () => 0,
+    intervalMs: config.backupIntervalMs,
+  });
   const store = await Store.open(local, {
-    sink: cluster?.sink ?? localOnlySink,
+    sink: backup.recordSink(cluster?.sink ?? localOnlySink), // delete records drop backups
     epochOf: cluster ? (e) => cluster.epochOf(e) : undefined,
   });
+  if (!cluster) {
+    // A single node owns everything: bring back what the backup holds before serving.
+    try {
+      for (const b of await listBackups(backupRedis)) {
+        await restoreBeforeServing(local, backupRedis, b.entity);
+      }
+    } catch (err) {
+      console.error(`backup: start-up restore skipped: ${err}`);
+    }
+  }
   const notifier = new Notifier();
   const queues = new QueueService(store, notifier, {
     serves: cluster ? (name) => cluster.ownership.isWritable({ type: "queue", name }) : undefined,
@@ -90,6 +118,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     store,
     async (request, principal) => await app.fetch(request, { forwarded: { principal } }),
   );
+  backup.start();
 
   const [hostname, port] = splitHostPort(config.httpListen);
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
@@ -100,13 +129,21 @@ export async function startNode(config: Config): Promise<RunningNode> {
     config,
     url,
     async stop() {
-      // Hand owned entities to in-sync replicas first, so clients move on while this node drains.
+      // A last backup pass, then hand owned entities to in-sync replicas, so clients move on
+      // while this node drains.
+      await backup.flush().catch((err) => console.error(`backup: final pass failed: ${err}`));
+      await backup.stop();
       await cluster?.stop({ handOver: true });
       notifier.wakeAll(); // long polls end now instead of at their deadline
       await server.shutdown();
       queues.close();
       await limiter.close();
-      await Promise.allSettled([local.quit(), usersRedis.quit(), userEvents.quit()]);
+      await Promise.allSettled([
+        local.quit(),
+        usersRedis.quit(),
+        userEvents.quit(),
+        backupRedis.quit(),
+      ]);
     },
   };
 }

@@ -22,7 +22,12 @@ export const BINARY_PERMISSIONS = [
 ];
 
 /** Folders read at run time (Lua scripts, .proto files): embedded when they exist. */
-export const RUNTIME_FILES = ["src/broker/scripts", "src/auth/scripts", "proto"];
+export const RUNTIME_FILES = [
+  "src/broker/scripts",
+  "src/auth/scripts",
+  "src/backup/scripts",
+  "proto",
+];
 
 function exists(path: string): boolean {
   try {

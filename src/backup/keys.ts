@@ -1,0 +1,30 @@
+/**
+ * Every key momd uses in the central backup Redis is built here. One entity's backup keys share
+ * one hash tag, like its keys in a node's local Redis (src/broker/keys.ts).
+ *
+ * - `momd:backup:q:{<name>}:head` (or `:t:` for a topic): hash `type, name, created, epoch, seq,
+ *   savedAt, keys, regKind, regValue`, plus `deleted = 1` for a tombstone (a deleted entity's
+ *   head, kept `tombstoneTtlMs` so a late write of the deleted incarnation is refused).
+ * - `...:data`: hash key name -> DUMP payload of that key of the entity.
+ * - `...:ttl`: hash key name -> remaining time to live in ms, only for keys that had one.
+ * - `momd:backup:index:<queue|topic>`: zset (score 0) of the names with a live backup, so
+ *   listing needs no KEYS or SCAN; the write script keeps it in step.
+ */
+import type { EntityRef, EntityType } from "../broker/keys.ts";
+
+const PREFIX = "momd:backup";
+
+/** Keys of one entity's backup. */
+export function backupKeys(entity: EntityRef): { head: string; data: string; ttl: string } {
+  const b = `${PREFIX}:${entity.type === "queue" ? "q" : "t"}:{${entity.name}}`;
+  return {
+    head: `${b}:head`, // hash: version (created, epoch, seq), savedAt, registry entry, deleted
+    data: `${b}:data`, // hash: key -> DUMP payload
+    ttl: `${b}:ttl`, // hash: key -> pttl in ms (keys without a TTL are absent)
+  };
+}
+
+/** The index of backed-up entities of one type (zset of names, score 0). */
+export function backupIndexKey(type: EntityType): string {
+  return `${PREFIX}:index:${type}`;
+}

@@ -1,0 +1,542 @@
+import assert from "node:assert/strict";
+import type { Redis } from "ioredis";
+import type { EntityRef } from "../src/broker/keys.ts";
+import { connectRedis } from "../src/redis.ts";
+import type { ReplicationRecord } from "../src/replication/record.ts";
+import { restoreSnapshot, takeSnapshot } from "../src/replication/snapshot.ts";
+import { backupIndexKey, backupKeys } from "../src/backup/keys.ts";
+import { BackupSync, registeredEntities } from "../src/backup/sync.ts";
+import { listBackups, restoreBeforeServing, restoreIfNewer } from "../src/backup/restore.ts";
+import { readBackupHead, writeBackup } from "../src/backup/store.ts";
+import { type RedisServer, startRedis } from "./support/services.ts";
+import { startTestApi, type TestApi } from "./support/node.ts";
+import { dumpEntity } from "./support/state.ts";
+import { waitFor } from "./support/zookeeper.ts";
+
+const Q = (name: string): EntityRef => ({ type: "queue", name });
+const T = (name: string): EntityRef => ({ type: "topic", name });
+
+/** A store over a real Redis driven through the API, and a second Redis as the backup. */
+interface Setup {
+  api: TestApi;
+  backupServer: RedisServer;
+  backup: Redis;
+  /** The loop under test: owns every entity of the store, epoch 0 (as a single node). */
+  sync: BackupSync;
+  /** What the loops built here logged. */
+  logs: string[];
+  /** Another loop over the same stores (e.g. a zombie owner with an older epoch). */
+  loop(epochOf: (e: EntityRef) => number, intervalMs?: number): BackupSync;
+  close(): Promise<void>;
+}
+
+async function setup(): Promise<Setup> {
+  const holder: { sync?: BackupSync } = {};
+  // The store's delete records reach the loop the way the wiring passes them (recordSink).
+  const api = await startTestApi({
+    sink: {
+      ship: (record: ReplicationRecord) => {
+        holder.sync?.observe(record);
+        return Promise.resolve();
+      },
+    },
+  });
+  const backupServer = await startRedis();
+  const backup = connectRedis(backupServer.url, "test-backup");
+  const logs: string[] = [];
+  const loop = (epochOf: (e: EntityRef) => number, intervalMs = 3_600_000) =>
+    new BackupSync({
+      local: api.local,
+      backup,
+      owned: () => registeredEntities(api.local),
+      epochOf,
+      intervalMs, // by default passes run only through flush()
+      log: (m) => logs.push(m),
+    });
+  const sync = loop(() => 0);
+  holder.sync = sync;
+  const s: Setup = {
+    api,
+    backupServer,
+    backup,
+    sync,
+    logs,
+    loop,
+    async close() {
+      await sync.stop();
+      backup.disconnect();
+      await s.backupServer.stop();
+      await api.close();
+    },
+  };
+  return s;
+}
+
+function queueOps(api: TestApi, name: string, token = () => api.adminToken) {
+  const path = `/v1/queues/${name}`;
+  // deno-lint-ignore no-explicit-any
+  const post = async (sub: string, body: any, want: number) => {
+    const res = await api.call("POST", `${path}/${sub}`, { token: token(), body });
+    assert.equal(res.status, want, JSON.stringify(res.body));
+    return res.body;
+  };
+  return {
+    create: async () => {
+      const res = await api.call("PUT", path, { token: token(), body: {} });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+    },
+    // deno-lint-ignore no-explicit-any
+    send: (...messages: any[]) => post("messages", { messages }, 201),
+    receive: async (max: number): Promise<{ body: string; receipt: string }[]> =>
+      (await post("receive", { max }, 200)).messages,
+    ack: async (receipts: string[]) => (await post("ack", { receipts }, 200)).results,
+    delete: async () => {
+      const res = await api.call("DELETE", path, { token: token() });
+      assert.equal(res.status, 204, JSON.stringify(res.body));
+    },
+  };
+}
+
+function topicOps(api: TestApi, name: string, token = () => api.adminToken) {
+  const path = `/v1/topics/${name}`;
+  return {
+    create: async () => {
+      const res = await api.call("PUT", path, { token: token(), body: {} });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+    },
+    subscribe: async (sub: string) => {
+      const res = await api.call("PUT", `${path}/subscriptions/${sub}`, {
+        token: token(),
+        body: { start: "earliest" },
+      });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+    },
+    publish: async (...bodies: string[]) => {
+      const res = await api.call("POST", `${path}/messages`, {
+        token: token(),
+        body: { messages: bodies.map((body) => ({ body })) },
+      });
+      assert.equal(res.status, 201, JSON.stringify(res.body));
+    },
+    receive: async (sub: string, max: number): Promise<{ body: string; receipt: string }[]> => {
+      const res = await api.call("POST", `${path}/subscriptions/${sub}/receive`, {
+        token: token(),
+        body: { max },
+      });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      return res.body.messages;
+    },
+    ack: async (sub: string, receipts: string[]) => {
+      const res = await api.call("POST", `${path}/subscriptions/${sub}/ack`, {
+        token: token(),
+        body: { receipts },
+      });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      return res.body.results;
+    },
+  };
+}
+
+async function dumpAll(redis: Redis, entities: EntityRef[]) {
+  const out: Record<string, unknown> = {};
+  for (const e of entities) Object.assign(out, await dumpEntity(redis, e));
+  return out;
+}
+
+async function commandCalls(redis: Redis, command: string): Promise<number> {
+  const info = await redis.info("commandstats");
+  const m = new RegExp(`^cmdstat_${command}:calls=(\\d+)`, "m").exec(info);
+  return m ? Number(m[1]) : 0;
+}
+
+Deno.test({
+  name: "backup: a wiped local Redis is rebuilt from the backup and the API serves it again",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup();
+    const token = s.api.adminToken;
+    try {
+      const orders = queueOps(s.api, "orders", () => token);
+      const events = topicOps(s.api, "events", () => token);
+      await orders.create();
+      await queueOps(s.api, "empty", () => token).create();
+      await orders.send(
+        { body: "o1" },
+        { body: "o2", attributes: { kind: "x" } },
+        { body: "o3", dedupId: "d-3" },
+        { body: "o4" },
+        { body: "later", delaySeconds: 600 },
+      );
+      const inFlight = await orders.receive(2); // o1, o2
+      assert.deepEqual(inFlight.map((m) => m.body), ["o1", "o2"]);
+      assert.deepEqual((await orders.ack([inFlight[0].receipt]))[0].ok, true);
+      await events.create();
+      await events.subscribe("audit");
+      await events.subscribe("billing");
+      await events.publish("e0", "e1", "e2", "e3");
+      const got = await events.receive("audit", 3);
+      await events.ack("audit", [got[0].receipt, got[1].receipt]); // e2 stays in flight
+
+      const pass = await s.sync.flush();
+      assert.deepEqual(
+        { checked: pass.checked, written: pass.written, failed: pass.failed },
+        { checked: 3, written: 3, failed: 0 },
+      );
+      const entities = [Q("empty"), Q("orders"), T("events")];
+      const listed = await listBackups(s.backup);
+      assert.deepEqual(listed.map((b) => b.entity), entities);
+      assert.deepEqual((await listBackups(s.backup, "topic")).map((b) => b.entity), [T("events")]);
+      const before = await dumpAll(s.api.local, entities);
+
+      // The node's local Redis is wiped. (The test server's db 1 stands for the central users
+      // Redis, which a node's wipe does not touch.)
+      await s.api.local.flushdb();
+      assert.equal(await s.api.local.dbsize(), 0);
+      assert.deepEqual(await registeredEntities(s.api.local), []);
+
+      for (const b of listed) {
+        const r = await restoreIfNewer(s.api.local, s.backup, b.entity);
+        assert.equal(r.action, "restored", `${b.entity.name}: ${JSON.stringify(r)}`);
+        assert.equal(r.local.exists, false);
+        assert.deepEqual(r.backup, { created: b.created, epoch: b.epoch, seq: b.seq });
+      }
+      assert.deepEqual(await dumpAll(s.api.local, entities), before);
+
+      // The API serves the restored state: the rest of the queue, the receipt of the message
+      // still in flight, the de-duplication id, the topic's subscriptions and positions.
+      assert.deepEqual((await orders.receive(10)).map((m) => m.body), ["o3", "o4"]);
+      assert.deepEqual((await orders.ack([inFlight[1].receipt]))[0].ok, true);
+      const dup = await orders.send({ body: "o3 again", dedupId: "d-3" });
+      assert.equal(dup.messages[0].duplicate, true);
+      assert.deepEqual((await events.receive("audit", 10)).map((m) => m.body), ["e3"]);
+      assert.deepEqual((await events.ack("audit", [got[2].receipt]))[0].ok, true);
+      assert.deepEqual((await events.receive("billing", 10)).map((m) => m.body), [
+        "e0",
+        "e1",
+        "e2",
+        "e3",
+      ]);
+    } finally {
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: incremental, an unchanged entity costs one HMGET and is not rewritten",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup();
+    try {
+      const a = queueOps(s.api, "a");
+      const b = queueOps(s.api, "b");
+      await a.create();
+      await b.create();
+      await topicOps(s.api, "c").create();
+      await a.send({ body: "1" });
+      assert.equal((await s.sync.flush()).written, 3);
+      const headA = await readBackupHead(s.backup, Q("a"));
+      const headB = await readBackupHead(s.backup, Q("b"));
+
+      const hmget = await commandCalls(s.api.local, "hmget");
+      const evals = await commandCalls(s.api.local, "eval");
+      const backupCalls = Number(/total_commands_processed:(\d+)/.exec(await s.backup.info())![1]);
+      const idle = await s.sync.flush();
+      assert.deepEqual(idle, {
+        checked: 3,
+        written: 0,
+        unchanged: 3,
+        skipped: 0,
+        fenced: 0,
+        failed: 0,
+      });
+      assert.equal(await commandCalls(s.api.local, "hmget"), hmget + 3, "one HMGET per entity");
+      assert.equal(await commandCalls(s.api.local, "eval"), evals, "no snapshot taken");
+      const backupNow = Number(/total_commands_processed:(\d+)/.exec(await s.backup.info())![1]);
+      assert.equal(backupNow, backupCalls + 1, "nothing sent to the backup (but INFO)");
+
+      // One entity changes: only it is written, with its new seq.
+      await a.send({ body: "2" });
+      const next = await s.sync.flush();
+      assert.deepEqual({ written: next.written, unchanged: next.unchanged }, {
+        written: 1,
+        unchanged: 2,
+      });
+      const localSeq = Number(await s.api.local.hget("momd:q:{a}:meta", "seq"));
+      const newA = await readBackupHead(s.backup, Q("a"));
+      assert.equal(newA?.seq, localSeq);
+      assert.ok(localSeq > headA!.seq);
+      assert.deepEqual(await readBackupHead(s.backup, Q("b")), headB, "b not rewritten");
+      assert.deepEqual(s.sync.lastBackup(Q("a")), {
+        created: newA!.created,
+        epoch: 0,
+        seq: localSeq,
+      });
+      const stats = s.sync.stats;
+      assert.equal(stats.passes, 3);
+      assert.equal(stats.written, 4);
+    } finally {
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: fencing, a lower epoch or the same epoch with a lower seq never overwrites",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup();
+    try {
+      const q = queueOps(s.api, "jobs");
+      await q.create();
+      await q.send({ body: "1" });
+      const early = await takeSnapshot(s.api.local, Q("jobs"), { epoch: 2 });
+      await q.send({ body: "2" });
+
+      // The current owner holds epoch 2.
+      const owner = s.loop(() => 2);
+      assert.equal((await owner.flush()).written, 1);
+      const head = await readBackupHead(s.backup, Q("jobs"));
+      assert.equal(head?.epoch, 2);
+
+      // A zombie (deposed owner, epoch 1) is refused, even with more changes than the backup.
+      const zombie = s.loop(() => 1);
+      await q.send({ body: "3" });
+      const z = await zombie.flush();
+      assert.deepEqual({ written: z.written, fenced: z.fenced }, { written: 0, fenced: 1 });
+      assert.deepEqual(await readBackupHead(s.backup, Q("jobs")), head);
+      assert.ok(s.logs.some((l) => l.includes("refused")), s.logs.join("\n"));
+
+      // Same epoch, lower seq: refused; the same version: nothing written.
+      const created = head!.created;
+      const older = await writeBackup(s.backup, early, { created });
+      assert.equal(older.status, "fenced");
+      assert.deepEqual(older.stored, { created, epoch: 2, seq: head!.seq });
+      const current = await takeSnapshot(s.api.local, Q("jobs"), { epoch: 2 });
+      assert.equal(
+        (await writeBackup(s.backup, { ...current, seq: head!.seq }, { created }))
+          .status,
+        "same",
+      );
+
+      // A node that may not write the entity (epochOf throws) does not even look at it.
+      const notMine = s.loop(() => {
+        throw new Error("not the owner");
+      });
+      assert.deepEqual(await notMine.flush(), {
+        checked: 1,
+        written: 0,
+        unchanged: 0,
+        skipped: 1,
+        fenced: 0,
+        failed: 0,
+      });
+
+      // The owner moves on (higher seq, same epoch); then a new owner with epoch 3.
+      assert.equal((await owner.flush()).written, 1);
+      assert.equal((await readBackupHead(s.backup, Q("jobs")))?.seq, current.seq);
+      assert.equal((await s.loop(() => 3).flush()).written, 1);
+      assert.equal((await readBackupHead(s.backup, Q("jobs")))?.epoch, 3);
+      assert.equal((await owner.flush()).fenced, 0, "unchanged for the old owner: not retried");
+    } finally {
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: a deleted entity's backup goes away; a late write of it is refused",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup();
+    try {
+      const q = queueOps(s.api, "temp");
+      await q.create();
+      await q.send({ body: "1" });
+      await queueOps(s.api, "kept").create();
+      assert.equal((await s.sync.flush()).written, 2);
+      const old = await takeSnapshot(s.api.local, Q("temp"));
+      const oldHead = await readBackupHead(s.backup, Q("temp"));
+
+      await q.delete(); // the delete record reaches the loop, which drops the backup
+      await s.sync.flush(); // runs after the drop
+      assert.deepEqual((await listBackups(s.backup)).map((b) => b.entity), [Q("kept")]);
+      assert.deepEqual(await s.backup.zrange(backupIndexKey("queue"), "0", "-1"), ["kept"]);
+      const k = backupKeys(Q("temp"));
+      assert.equal(await s.backup.exists(k.data), 0);
+      const tomb = await readBackupHead(s.backup, Q("temp"));
+      assert.equal(tomb?.deleted, true);
+      assert.ok((await s.backup.pttl(k.head)) > 0, "the tombstone expires");
+      assert.equal(s.sync.stats.deleted, 1);
+      assert.equal(
+        (await restoreIfNewer(s.api.local, s.backup, Q("temp"))).action,
+        "no_backup",
+      );
+      assert.ok(!s.logs.some((l) => l.includes("missing locally")), s.logs.join("\n"));
+
+      // A late writer of the deleted incarnation (a zombie's pass) cannot bring it back.
+      const late = await writeBackup(s.backup, old, { created: oldHead!.created });
+      assert.equal(late.status, "fenced");
+      assert.deepEqual((await listBackups(s.backup)).map((b) => b.entity), [Q("kept")]);
+
+      // Created again under the same name: a new incarnation (epochs start again) is backed up.
+      await new Promise((r) => setTimeout(r, 5));
+      await q.create();
+      const again = await s.loop(() => 1).flush(); // a new owner (epoch 1) of both queues
+      assert.deepEqual({ written: again.written, fenced: again.fenced }, { written: 2, fenced: 0 });
+      const head = await readBackupHead(s.backup, Q("temp"));
+      assert.ok(head!.created > oldHead!.created);
+      assert.deepEqual({ seq: head!.seq, deleted: head!.deleted }, { seq: 1, deleted: false });
+
+      // ... and the earlier incarnation, even with a higher epoch, does not replace it.
+      const zombie = await writeBackup(s.backup, { ...old, epoch: 9 }, {
+        created: oldHead!.created,
+      });
+      assert.equal(zombie.status, "fenced");
+
+      // An entity missing locally while still owned (a wiped Redis) keeps its backup.
+      await s.api.local.del("momd:q:{kept}:meta");
+      assert.equal((await s.sync.flush()).skipped, 1);
+      assert.ok(s.logs.some((l) => l.includes("kept is owned but missing locally")));
+      assert.deepEqual((await listBackups(s.backup)).map((b) => b.entity.name), ["kept", "temp"]);
+    } finally {
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: restoreIfNewer leaves a local copy that is as new or newer alone",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup();
+    try {
+      const q = queueOps(s.api, "work");
+      assert.deepEqual(await restoreIfNewer(s.api.local, s.backup, Q("work")), {
+        action: "no_backup",
+        local: { created: 0, epoch: 0, seq: 0, exists: false },
+      });
+      await q.create();
+      await q.send({ body: "1" }, { body: "2" });
+      await s.sync.flush();
+      const same = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      assert.equal(same.action, "up_to_date");
+      const { created, epoch, seq } = same.local;
+      assert.deepEqual(same.backup, { created, epoch, seq });
+
+      // The local copy moved on after the backup: it is kept as it is.
+      await q.send({ body: "3" });
+      await q.receive(1);
+      const before = await dumpEntity(s.api.local, Q("work"));
+      const newer = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      assert.equal(newer.action, "up_to_date");
+      assert.ok(newer.local.seq > newer.backup!.seq);
+      assert.deepEqual(await dumpEntity(s.api.local, Q("work")), before);
+
+      // A local copy behind the backup (same incarnation) is replaced.
+      await s.sync.flush();
+      const backedUp = await dumpEntity(s.api.local, Q("work"));
+      const stale = await takeSnapshot(s.api.local, Q("work"));
+      await q.send({ body: "4" });
+      await s.sync.flush();
+      const latest = await dumpEntity(s.api.local, Q("work"));
+      await restoreSnapshot(s.api.local, stale); // the local copy goes back in time
+      assert.deepEqual(await dumpEntity(s.api.local, Q("work")), backedUp);
+      const behind = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      assert.equal(behind.action, "restored");
+      assert.deepEqual(await dumpEntity(s.api.local, Q("work")), latest);
+
+      // A leftover of an earlier incarnation, even with a higher epoch, gives way to a backup of
+      // the entity created again under the same name (whose epochs started again).
+      const first = await takeSnapshot(s.api.local, Q("work"));
+      await q.delete();
+      await new Promise((r) => setTimeout(r, 5));
+      await q.create();
+      await q.send({ body: "new life" });
+      await s.sync.flush();
+      const reborn = await dumpEntity(s.api.local, Q("work"));
+      await restoreSnapshot(s.api.local, { ...first, epoch: 7 });
+      const leftover = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      assert.equal(leftover.action, "restored");
+      assert.equal(leftover.local.epoch, 7);
+      assert.ok(leftover.backup!.created > leftover.local.created);
+      assert.deepEqual(await dumpEntity(s.api.local, Q("work")), reborn);
+      assert.equal((await restoreIfNewer(s.api.local, s.backup, Q("work"))).action, "up_to_date");
+
+      // The take-over step waits for an unreachable backup only so long, then serves locally.
+      await s.backupServer.stop();
+      const logs: string[] = [];
+      const started = Date.now();
+      const gaveUp = await restoreBeforeServing(s.api.local, s.backup, Q("work"), {
+        patienceMs: 300,
+        retryMs: 50,
+        log: (m) => logs.push(m),
+      });
+      assert.equal(gaveUp, undefined);
+      assert.ok(Date.now() - started >= 300);
+      assert.ok(
+        logs.at(-1)?.startsWith("backup: serving queue/work without checking"),
+        logs.join(),
+      );
+    } finally {
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: the loop runs every interval, survives a backup outage, stops after its pass",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup();
+    const sync = s.loop(() => 0, 50);
+    try {
+      const q = queueOps(s.api, "live");
+      await q.create();
+      const gone = queueOps(s.api, "gone");
+      await gone.create();
+      assert.equal((await s.sync.flush()).written, 2); // the loop that sees delete records
+      sync.start();
+      const seqOf = async () => Number(await s.api.local.hget("momd:q:{live}:meta", "seq"));
+      await waitFor(
+        "the first backup",
+        async () => (await readBackupHead(s.backup, Q("live")))?.seq === 1,
+      );
+
+      // The backup Redis goes away: passes fail, are logged, and the loop goes on.
+      await s.backupServer.stop();
+      await q.send({ body: "during the outage" });
+      await gone.delete(); // removing its backup fails now; retried by the next passes
+      const failedBefore = sync.stats.failed;
+      await waitFor("a failed pass", () => sync.stats.failed > failedBefore);
+      assert.ok(s.logs.some((l) => l.startsWith("backup: queue/live:")), s.logs.join("\n"));
+
+      // It comes back (same port, same data): the change is backed up.
+      await startRedis({ port: s.backupServer.port, dir: s.backupServer.dir }).then((r) =>
+        s.backupServer = r
+      );
+      await waitFor(
+        "the change made during the outage in the backup",
+        async () => (await readBackupHead(s.backup, Q("live")))?.seq === await seqOf(),
+      );
+      assert.equal((await readBackupHead(s.backup, Q("gone")))?.deleted, false);
+      await s.sync.flush();
+      assert.equal((await readBackupHead(s.backup, Q("gone")))?.deleted, true);
+      assert.deepEqual((await listBackups(s.backup)).map((b) => b.entity), [Q("live")]);
+
+      await sync.stop();
+      const passes = sync.stats.passes;
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(sync.stats.passes, passes, "no pass after stop()");
+    } finally {
+      await sync.stop();
+      await s.close();
+    }
+  },
+});
