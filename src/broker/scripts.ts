@@ -65,3 +65,13 @@ export async function runScript(
     throw fromScriptError(err);
   }
 }
+
+/** Loads scripts into Redis's script cache, so the first calls find them by SHA. */
+export async function preloadScripts(
+  redis: Redis,
+  scripts: Iterable<LoadedScript>,
+): Promise<void> {
+  const pipeline = redis.pipeline();
+  for (const script of scripts) pipeline.script("LOAD", script.source);
+  await pipeline.exec();
+}

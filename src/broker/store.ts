@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { type EntityRef, queueKeys, registryKey, topicKeys } from "./keys.ts";
-import { type LoadedScript, loadScripts, runScript } from "./scripts.ts";
+import { type LoadedScript, loadScripts, preloadScripts, runScript } from "./scripts.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 
 /** Every Lua script of the broker; each file is `src/broker/scripts/<name>.lua`. */
@@ -120,7 +120,11 @@ export class Store {
 
   /** Loads the scripts once and returns a store over the given Redis. */
   static async open(redis: Redis, opts: StoreOptions): Promise<Store> {
-    return new Store(redis, await loadScripts(SCRIPT_NAMES), opts);
+    const scripts = await loadScripts(SCRIPT_NAMES);
+    // Loaded up front so pipelined calls (a replica applying a batch) never meet NOSCRIPT
+    // midway; after a Redis restart runScript loads them again on demand.
+    await preloadScripts(redis, Object.values(scripts));
+    return new Store(redis, scripts, opts);
   }
 
   /** The Redis connection (for health checks and snapshots). */

@@ -309,18 +309,36 @@ export class ReplicationServer {
       error,
       detail,
     });
+    // Decide what to apply first, then send it all at once: Redis runs the scripts in order on
+    // one connection, and each script checks its sequence number, so nothing applies out of
+    // order even when one in the middle fails.
+    const plan: ReplicationRecord[] = [];
+    let refusal: EntityResult | null = null;
+    let expectSeq = seq;
+    let expectEpoch = epoch;
     for (const r of [...records].sort((a, b) => a.seq - b.seq)) {
       if (r.epoch < fence) {
-        return result("stale_epoch", `record epoch ${r.epoch} is older than ${fence}`);
+        refusal = result("stale_epoch", `record epoch ${r.epoch} is older than ${fence}`);
+        break;
       }
-      if (r.epoch > epoch && seq > 0) {
-        return result("resync", `record epoch ${r.epoch} is newer than the replica's ${epoch}`);
+      if (r.epoch > expectEpoch && expectSeq > 0) {
+        refusal = result("resync", `record epoch ${r.epoch} is newer than the replica's ${epoch}`);
+        break;
       }
-      if (r.seq <= seq) continue;
-      if (r.seq > seq + 1) return result("gap", `record ${r.seq} does not follow ${seq}`);
-      try {
-        await this.#opts.applier.apply(r);
-      } catch (err) {
+      if (r.seq <= expectSeq) continue;
+      if (r.seq > expectSeq + 1) {
+        refusal = result("gap", `record ${r.seq} does not follow ${expectSeq}`);
+        break;
+      }
+      plan.push(r);
+      expectSeq = r.seq;
+      expectEpoch = r.epoch;
+    }
+    const outcomes = await Promise.allSettled(plan.map((r) => this.#opts.applier.apply(r)));
+    for (let i = 0; i < plan.length; i++) {
+      const outcome = outcomes[i];
+      if (outcome.status === "rejected") {
+        const err = outcome.reason;
         if (err instanceof BrokerError && err.code === "stale_epoch") {
           return result("stale_epoch", err.detail);
         }
@@ -330,9 +348,10 @@ export class ReplicationServer {
         if (err instanceof BrokerError && err.code === "conflict") return result("gap", err.detail);
         return result("failed", err instanceof Error ? err.message : String(err));
       }
-      seq = r.seq;
-      epoch = r.epoch;
+      seq = plan[i].seq;
+      epoch = plan[i].epoch;
     }
+    if (refusal) return { ...refusal, seq, epoch };
     return result("", "");
   }
 
