@@ -10,15 +10,13 @@ import * as amqp from "npm:amqplib@2.3.1";
 import { Buffer } from "node:buffer";
 import { runAtRate, runClosedLoop, Samples } from "./load.ts";
 import { latencyOf, round, type Row, rowFromLoad } from "./row.ts";
+import { freePort, lastLines, sleep } from "../scripts/processes.ts";
 import {
   CpuMeter,
-  freePort,
   type ProcessGroups,
   processTree,
   type Service,
-  sleep,
   spawnService,
-  tail,
 } from "./services.ts";
 import type { RunSettings } from "./workloads/common.ts";
 import { latencyConsumers, latencyMaxInFlight, stampedBody } from "./workloads/latency.ts";
@@ -129,7 +127,7 @@ export async function startRabbit(dir: string, log: (line: string) => void): Pro
     }
   }
   await stop();
-  throw new Error(`RabbitMQ did not start:\n${await tail(`${dir}/rabbitmq.log`)}`);
+  throw new Error(`RabbitMQ did not start:\n${await lastLines(`${dir}/rabbitmq.log`, 15)}`);
 }
 
 function alive(pid: number): boolean {

@@ -5,9 +5,16 @@
  * store ceiling. Also what /proc tells about them: CPU time and resident memory.
  */
 import { renderLocalNginxConf } from "../scripts/nginx_conf.ts";
-
-/** The repository root, without a trailing slash. */
-export const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+import {
+  freePort,
+  lastLines,
+  nginxBinary,
+  redisServerArgs,
+  ROOT,
+  sleep,
+  stopChild,
+  waitForTcp,
+} from "../scripts/processes.ts";
 
 /** A process this run started. */
 export interface Service {
@@ -17,33 +24,6 @@ export interface Service {
   log: string;
   /** SIGTERM (or the given signal), then SIGKILL after `timeoutMs`. */
   stop(signal?: Deno.Signal, timeoutMs?: number): Promise<void>;
-}
-
-/** A free TCP port on 127.0.0.1. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Resolves after `ms`. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Waits until something accepts TCP connections on 127.0.0.1:port. */
-export async function waitTcp(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await sleep(50);
-    }
-  }
-  throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
 }
 
 /** Waits until a GET of the URL answers 200. */
@@ -99,31 +79,10 @@ export function spawnService(name: string, command: string[], opts: SpawnOptions
     log: opts.log,
     async stop(signal: Deno.Signal = "SIGTERM", timeoutMs = 10_000) {
       if (exited) return;
-      try {
-        child.kill(signal);
-      } catch {
-        // already gone
-      }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, timeoutMs);
+      await stopChild(child, { signal, timeoutMs });
       await status;
-      clearTimeout(timer);
     },
   };
-}
-
-/** The last lines of a log file, for error messages. */
-export async function tail(path: string, lines = 15): Promise<string> {
-  try {
-    return (await Deno.readTextFile(path)).trimEnd().split("\n").slice(-lines).join("\n");
-  } catch {
-    return "(no log)";
-  }
 }
 
 // ---- Redis ------------------------------------------------------------------------------------
@@ -138,44 +97,19 @@ export async function startRedisServer(dir: string, name: string): Promise<Redis
   const port = freePort();
   const data = `${dir}/${name}`;
   await Deno.mkdir(data, { recursive: true });
-  const service = spawnService(name, [
-    "redis-server",
-    "--port",
-    String(port),
-    "--bind",
-    "127.0.0.1",
-    "--dir",
-    data,
-    "--appendonly",
-    "yes",
-    "--save",
-    "",
-    "--daemonize",
-    "no",
-  ], { log: `${dir}/${name}.log` });
+  const service = spawnService(name, ["redis-server", ...redisServerArgs(port, data)], {
+    log: `${dir}/${name}.log`,
+  });
   try {
-    await waitTcp(port, 10_000);
+    await waitForTcp(port, 10_000);
   } catch (err) {
     await service.stop("SIGKILL");
-    throw new Error(`${name}: ${(err as Error).message}\n${await tail(service.log)}`);
+    throw new Error(`${name}: ${(err as Error).message}\n${await lastLines(service.log, 15)}`);
   }
   return { ...service, url: `redis://127.0.0.1:${port}` };
 }
 
 // ---- NGINX ------------------------------------------------------------------------------------
-
-/** Finds the nginx program (it lives in /usr/sbin, which is not on every PATH). */
-export function nginxBinary(): string | undefined {
-  const dirs = (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin"]);
-  for (const dir of dirs) {
-    try {
-      if (dir && Deno.statSync(`${dir}/nginx`).isFile) return `${dir}/nginx`;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /** An NGINX of this run in front of some servers. */
 export interface NginxService extends Service {
@@ -213,10 +147,10 @@ export async function startNginx(
   );
   const url = `http://127.0.0.1:${port}`;
   try {
-    await waitTcp(port, 10_000);
+    await waitForTcp(port, 10_000);
   } catch (err) {
     await service.stop("SIGKILL");
-    throw new Error(`${name}: ${(err as Error).message}\n${await tail(service.log)}`);
+    throw new Error(`${name}: ${(err as Error).message}\n${await lastLines(service.log, 15)}`);
   }
   // SIGQUIT is NGINX's graceful stop; SIGTERM its fast one.
   return { ...service, url, stop: (signal = "SIGTERM", ms = 10_000) => service.stop(signal, ms) };
@@ -245,7 +179,9 @@ export async function startCeilingServer(
     await waitHttp(`${url}/healthz`, 60_000);
   } catch (err) {
     await service.stop("SIGKILL");
-    throw new Error(`ceiling server: ${(err as Error).message}\n${await tail(service.log)}`);
+    throw new Error(
+      `ceiling server: ${(err as Error).message}\n${await lastLines(service.log, 15)}`,
+    );
   }
   return { ...service, url };
 }

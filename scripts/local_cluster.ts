@@ -18,8 +18,14 @@
 
 import { BINARY_PERMISSIONS } from "./compile.ts";
 import { renderLocalNginxConf } from "./nginx_conf.ts";
-
-const ROOT = decodeURIComponent(new URL("../", import.meta.url).pathname).replace(/\/$/, "");
+import {
+  lastLines,
+  nginxBinary,
+  redisServerArgs,
+  ROOT,
+  sleep,
+  zooKeeperConfig,
+} from "./processes.ts";
 const ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar";
 const ZOOKEEPER_LOGGING_JARS = [
   "/usr/share/java/slf4j-log4j12.jar",
@@ -88,21 +94,7 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
       kind: "redis",
       stage: 1,
       listens: [{ port, what: "redis" }],
-      command: [
-        "redis-server",
-        "--port",
-        String(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        dir,
-        "--appendonly",
-        "yes",
-        "--daemonize",
-        "no",
-        "--save",
-        "",
-      ],
+      command: ["redis-server", ...redisServerArgs(port, dir)],
       prepare: () => Deno.mkdir(dir, { recursive: true }),
       ready: { kind: "redis", port },
       readyTimeoutMs: 20_000,
@@ -141,15 +133,7 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
         await Deno.mkdir(conf, { recursive: true });
         await Deno.writeTextFile(
           `${conf}/zoo.cfg`,
-          [
-            "tickTime=500",
-            `dataDir=${stateDir}/data/zookeeper`,
-            `clientPort=${port}`,
-            "clientPortAddress=127.0.0.1",
-            "admin.enableServer=false",
-            "4lw.commands.whitelist=ruok,stat,mntr",
-            "",
-          ].join("\n"),
+          zooKeeperConfig({ tickTime: 500, dataDir: `${stateDir}/data/zookeeper`, port }),
         );
         await Deno.writeTextFile(
           `${conf}/log4j.properties`,
@@ -218,7 +202,7 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
       stage: 4,
       listens: [{ port, what: "http" }],
       command: [
-        nginxBinary(),
+        nginxBinary() ?? "nginx",
         "-p",
         prefix,
         "-c",
@@ -246,17 +230,6 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
     });
   }
   return { stateDir, entry, services };
-}
-
-function nginxBinary(): string {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin"])) {
-    try {
-      if (Deno.statSync(`${dir}/nginx`).isFile) return `${dir}/nginx`;
-    } catch {
-      // not here
-    }
-  }
-  return "nginx";
 }
 
 // ---- state files ------------------------------------------------------------------------------
@@ -419,14 +392,6 @@ async function probe(r: Readiness): Promise<boolean> {
   }
 }
 
-async function lastLines(path: string, n: number): Promise<string> {
-  try {
-    return (await Deno.readTextFile(path)).trimEnd().split("\n").slice(-n).join("\n");
-  } catch {
-    return "(no log)";
-  }
-}
-
 async function waitReady(stateDir: string, s: Service, child: Deno.ChildProcess): Promise<void> {
   let exited: Deno.CommandStatus | undefined;
   child.status.then((status) => exited = status);
@@ -515,10 +480,6 @@ async function startServices(layout: Layout, services: Service[]): Promise<void>
 
 class UsageError extends Error {}
 class CommandError extends Error {}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 /** Single-quotes a word for a POSIX shell. */
 function shellQuote(word: string): string {

@@ -3,32 +3,10 @@
  * directory injected) against a running node: real HTTP to the real API over a real Redis.
  */
 import assert from "node:assert/strict";
-import { startTestApi, type TestApi } from "./support/node.ts";
+import { serveNode } from "./support/node.ts";
 import { commandPaths, runCli } from "../src/cli/mod.ts";
 import type { CliIo } from "../src/cli/io.ts";
 import { renderClusterStatus } from "../src/cli/commands/cluster.ts";
-
-interface ServedNode {
-  api: TestApi;
-  url: string;
-  close(): Promise<void>;
-}
-
-async function serveNode(): Promise<ServedNode> {
-  const api = await startTestApi();
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    api.app.fetch,
-  );
-  return {
-    api,
-    url: `http://127.0.0.1:${server.addr.port}`,
-    async close() {
-      await server.shutdown();
-      await api.close();
-    },
-  };
-}
 
 interface RunResult {
   code: number;

@@ -4,7 +4,7 @@
  * proxy or fetch wrapper sits in front of the real node and the assertions still read the node.
  */
 import assert from "node:assert/strict";
-import { startTestApi, type TestApi, type TestApiOptions } from "./support/node.ts";
+import { serveNode } from "./support/node.ts";
 import {
   type Delivery,
   MomdClient,
@@ -15,29 +15,6 @@ import {
 import { BATCH_MAX, WAIT_SECONDS_MAX } from "../src/client/caller.ts";
 import { QUEUE_LIMITS } from "../src/broker/queues.ts";
 import { TOPIC_LIMITS } from "../src/broker/topics.ts";
-
-interface ServedNode {
-  api: TestApi;
-  url: string;
-  close(): Promise<void>;
-}
-
-/** Starts a node (real Redis) and serves its API on a free loopback port. */
-async function serveNode(opts: TestApiOptions = {}): Promise<ServedNode> {
-  const api = await startTestApi(opts);
-  const server = Deno.serve(
-    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
-    api.app.fetch,
-  );
-  return {
-    api,
-    url: `http://127.0.0.1:${server.addr.port}`,
-    async close() {
-      await server.shutdown();
-      await api.close();
-    },
-  };
-}
 
 /** A fetch that counts calls per "METHOD /path" and can fail the first ones like a reset. */
 function countingFetch(opts: { failFirst?: number } = {}) {

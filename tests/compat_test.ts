@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { COMPAT_BASE_PATH } from "../src/api/compat/routes.ts";
 import { Notifier } from "../src/broker/notifier.ts";
-import { DEFAULT_TOPIC_CONFIG, encodeTopicReceipt, TopicService } from "../src/broker/topics.ts";
+import { encodeTopicReceipt } from "../src/broker/receipts.ts";
+import { DEFAULT_TOPIC_CONFIG, TopicService } from "../src/broker/topics.ts";
 import { startTestApi, type TestApi, type TestApiOptions } from "./support/node.ts";
 
 const BASE = COMPAT_BASE_PATH;

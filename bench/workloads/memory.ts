@@ -6,7 +6,8 @@
  */
 import { Redis } from "ioredis";
 import { round, type Row } from "../row.ts";
-import { residentMemory, sleep } from "../services.ts";
+import { sleep } from "../../scripts/processes.ts";
+import { residentMemory } from "../services.ts";
 import {
   createQueue,
   deleteQueue,

@@ -1,15 +1,19 @@
 /** Every way a broker operation can be refused. The API maps each code to HTTP in one place. */
-export type BrokerErrorCode =
-  | "not_found" // entity, subscription or user does not exist
-  | "already_exists" // create with a different configuration, or a taken name
-  | "conflict" // state does not allow the operation now
-  | "forbidden" // the caller lacks a right; detail names it
-  | "invalid" // input passed the schema but breaks a rule (e.g. delay above the limit)
-  | "too_large" // message or batch above the configured size
-  | "queue_full" // max length reached with the reject policy
-  | "stale_receipt" // receipt of an earlier delivery attempt, or unknown
-  | "stale_epoch" // a write fenced by a newer ownership epoch
-  | "unavailable"; // this node cannot serve the entity right now (retry later)
+export const BROKER_ERROR_CODES = [
+  "not_found", // entity, subscription or user does not exist
+  "already_exists", // create with a different configuration, or a taken name
+  "conflict", // state does not allow the operation now
+  "forbidden", // the caller lacks a right; detail names it
+  "invalid", // input passed the schema but breaks a rule (e.g. delay above the limit)
+  "too_large", // message or batch above the configured size
+  "queue_full", // max length reached with the reject policy
+  "stale_receipt", // receipt of an earlier delivery attempt, or unknown
+  "stale_epoch", // a write fenced by a newer ownership epoch
+  "unavailable", // this node cannot serve the entity right now (retry later)
+] as const;
+
+/** One of BROKER_ERROR_CODES. */
+export type BrokerErrorCode = typeof BROKER_ERROR_CODES[number];
 
 /** A refusal with a stable code and a human-readable detail. */
 export class BrokerError extends Error {
@@ -23,18 +27,7 @@ export class BrokerError extends Error {
   }
 }
 
-const CODES = new Set<string>([
-  "not_found",
-  "already_exists",
-  "conflict",
-  "forbidden",
-  "invalid",
-  "too_large",
-  "queue_full",
-  "stale_receipt",
-  "stale_epoch",
-  "unavailable",
-]);
+const CODES = new Set<string>(BROKER_ERROR_CODES);
 
 /**
  * Lua scripts refuse with `redis.error_reply("MOMD <code> <detail>")`; this turns such a reply

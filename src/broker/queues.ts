@@ -1,24 +1,32 @@
 import type { Store } from "./store.ts";
 import type { Notifier } from "./notifier.ts";
-import { type EntityRef, queueKeys, registryKey } from "./keys.ts";
+import { type EntityRef, registryKey } from "./keys.ts";
 import { BrokerError } from "./errors.ts";
-
-/** Who makes a call (from the verified token). */
-export interface Caller {
-  username: string;
-  role: "admin" | "user";
-}
+import {
+  bodySize,
+  type Caller,
+  type EntityAccess,
+  type EntitySummary,
+  iso,
+  list,
+  listEntities,
+  readAccess,
+  storeAccess,
+} from "./entities.ts";
+import {
+  decodeReceipt,
+  encodeReceipt,
+  IdMaker,
+  newToken,
+  type ReceiptResult,
+  receiptResults,
+} from "./receipts.ts";
 
 /** Overflow policy of a full queue: refuse the send, or drop the oldest ready messages. */
 export type OverflowPolicy = "reject" | "dropHead";
 
 /** Who may send to and receive from a queue besides its owner and the admins. */
-export interface QueueAccess {
-  /** false: any authenticated user may send and receive. */
-  restricted: boolean;
-  senders: string[];
-  receivers: string[];
-}
+export type QueueAccess = EntityAccess;
 
 /** The configuration of one queue. */
 export interface QueueConfig {
@@ -119,11 +127,7 @@ export interface QueueDetail extends QueueInfo {
 }
 
 /** One entry of a queue listing. */
-export interface QueueSummary {
-  name: string;
-  owner: string;
-  createdAt: string;
-}
+export type QueueSummary = EntitySummary;
 
 /** A message to send. */
 export interface OutgoingMessage {
@@ -174,13 +178,6 @@ export interface PeekedMessage {
   visibleAt?: string;
 }
 
-/** Outcome of one receipt in an ack, nack or visibility change. */
-export interface ReceiptResult {
-  receipt: string;
-  ok: boolean;
-  error?: "stale_receipt";
-}
-
 /** Options of receive. */
 export interface ReceiveOptions {
   max?: number;
@@ -194,71 +191,6 @@ export interface ReceiveOptions {
 export interface QueueServiceOptions {
   /** Whether this node serves the queue now (the background sweeper skips others). */
   serves?: (name: string) => boolean;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Identifiers and receipts
-
-const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-const ID_PATTERN = /^[0-9A-HJKMNP-TV-Z]{26}$/;
-const TOKEN_PATTERN = /^[A-Za-z0-9_-]{16}$/;
-
-/** Makes message ids: 26-character ULIDs (time first, so they sort in sending order). */
-export class IdMaker {
-  #lastTime = -1;
-  #random: number[] = [];
-
-  next(now: number): string {
-    const time = Math.max(now, this.#lastTime);
-    if (time === this.#lastTime) {
-      // Same millisecond: increment the random part, keeping ids strictly increasing.
-      let i = this.#random.length - 1;
-      while (i >= 0 && this.#random[i] === 31) this.#random[i--] = 0;
-      if (i >= 0) this.#random[i]++;
-    } else {
-      const bytes = crypto.getRandomValues(new Uint8Array(16));
-      this.#random = Array.from(bytes, (b) => b & 31);
-      this.#random[0] &= 15; // leave room to increment
-    }
-    this.#lastTime = time;
-    let t = time;
-    let head = "";
-    for (let i = 0; i < 10; i++) {
-      head = CROCKFORD[t % 32] + head;
-      t = Math.floor(t / 32);
-    }
-    return head + this.#random.map((d) => CROCKFORD[d]).join("");
-  }
-}
-
-function base64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
-    .replace(/=+$/, "");
-}
-
-function newToken(): string {
-  return base64url(crypto.getRandomValues(new Uint8Array(12)));
-}
-
-/** The receipt handed to a client: opaque, it carries the message id and the attempt's token. */
-export function encodeReceipt(id: string, token: string): string {
-  return base64url(new TextEncoder().encode(`${id}.${token}`));
-}
-
-/** The message id and attempt token of a receipt, or null when it is not one of ours. */
-export function decodeReceipt(receipt: string): { id: string; token: string } | null {
-  if (!/^[A-Za-z0-9_-]{1,200}$/.test(receipt)) return null;
-  let text: string;
-  try {
-    text = atob(receipt.replace(/-/g, "+").replace(/_/g, "/"));
-  } catch {
-    return null;
-  }
-  const dot = text.indexOf(".");
-  const id = text.slice(0, dot);
-  const token = text.slice(dot + 1);
-  if (dot < 0 || !ID_PATTERN.test(id) || !TOKEN_PATTERN.test(token)) return null;
-  return { id, token };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,10 +212,6 @@ const CONFIG_FIELDS = [
 
 type StoredConfig = Record<typeof CONFIG_FIELDS[number], string>;
 
-function uniqueSorted(list: readonly string[]): string[] {
-  return [...new Set(list)].sort();
-}
-
 function storeConfig(c: QueueConfig): StoredConfig {
   return {
     vis: String(c.visibilityTimeoutSeconds),
@@ -294,9 +222,7 @@ function storeConfig(c: QueueConfig): StoredConfig {
     delay: String(c.delaySeconds),
     maxb: String(c.maxMessageBytes),
     ddw: String(c.dedupWindowSeconds),
-    restricted: c.access.restricted ? "1" : "0",
-    senders: JSON.stringify(uniqueSorted(c.access.senders)),
-    receivers: JSON.stringify(uniqueSorted(c.access.receivers)),
+    ...storeAccess(c.access),
   };
 }
 
@@ -313,16 +239,8 @@ function toConfig(v: StoredView): QueueConfig {
     delaySeconds: Number(v.delay),
     maxMessageBytes: Number(v.maxb),
     dedupWindowSeconds: Number(v.ddw),
-    access: {
-      restricted: v.restricted === "1",
-      senders: JSON.parse(v.senders || "[]"),
-      receivers: JSON.parse(v.receivers || "[]"),
-    },
+    access: readAccess(v),
   };
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }
 
 function toInfo(name: string, v: StoredView): QueueInfo {
@@ -338,15 +256,9 @@ export function encodeAttributes(attrs: Record<string, string> | undefined): str
   );
 }
 
-const utf8 = new TextEncoder();
-
 /** Size of a message for the size limits: UTF-8 bytes of body, attribute names and values. */
 export function messageSize(m: OutgoingMessage): number {
-  let size = utf8.encode(m.body).length;
-  for (const [k, v] of Object.entries(m.attributes ?? {})) {
-    size += utf8.encode(k).length + utf8.encode(v).length;
-  }
-  return size;
+  return bodySize(m.body, m.attributes);
 }
 
 interface StoredMessage {
@@ -369,11 +281,6 @@ function decodeMessage(raw: string): StoredMessage {
     attributes: attrs ? JSON.parse(attrs) : {},
     body: raw.slice(start + attrsLength),
   };
-}
-
-/** cjson encodes an empty Lua table as {}: read it as an empty list. */
-function list<T>(value: T[] | Record<string, never>): T[] {
-  return Array.isArray(value) ? value : [];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -492,31 +399,8 @@ export class QueueService {
   async list(
     opts: { prefix?: string; after?: string; limit: number },
   ): Promise<{ queues: QueueSummary[]; next: string | null }> {
-    const redis = this.store.redis;
-    const prefix = opts.prefix ?? "";
-    let min = prefix ? `[${prefix}` : "-";
-    if (opts.after !== undefined && opts.after >= prefix) min = `(${opts.after}`;
-    const max = prefix ? `(${prefix}~` : "+"; // '~' sorts after every name character
-    const names = await redis.zrangebylex(
-      registryKey("queue"),
-      min,
-      max,
-      "LIMIT",
-      0,
-      opts.limit + 1,
-    );
-    const more = names.length > opts.limit;
-    const page = names.slice(0, opts.limit);
-    const pipeline = redis.pipeline();
-    for (const name of page) pipeline.hmget(queueKeys(name).meta, "owner", "createdAt");
-    const metas = page.length ? (await pipeline.exec()) ?? [] : [];
-    const queues: QueueSummary[] = [];
-    page.forEach((name, i) => {
-      const [err, value] = metas[i] ?? [null, null];
-      const [owner, createdAt] = (err ? [null, null] : value) as (string | null)[];
-      if (owner) queues.push({ name, owner, createdAt: iso(Number(createdAt)) });
-    });
-    return { queues, next: more ? page[page.length - 1] : null };
+    const { entities, next } = await listEntities(this.store.redis, "queue", opts);
+    return { queues: entities, next };
   }
 
   /** Deletes the queue and all it holds (owner or admin). */
@@ -616,46 +500,23 @@ export class QueueService {
    * the next delivery times out; stops early when the signal aborts.
    */
   async receive(caller: Caller, name: string, opts: ReceiveOptions = {}): Promise<Delivery[]> {
+    if (opts.signal?.aborted) return []; // the client went away already: take nothing
     const max = opts.max ?? 1;
-    const waitMs = (opts.waitSeconds ?? 0) * 1000;
-    const until = Date.now() + waitMs;
-    const key = this.#wakeKey(name);
-    while (!opts.signal?.aborted) {
-      // Listen before looking, so a send between the look and the wait is not missed.
-      const stop = new AbortController();
-      const abort = () => stop.abort();
-      opts.signal?.addEventListener("abort", abort, { once: true });
-      const woken = waitMs > 0 ? this.notifier.wait(key, until, stop.signal) : undefined;
-      try {
+    return await this.notifier.poll(
+      this.#wakeKey(name),
+      async () => {
         const res = await this.#receiveOnce(caller, name, max, opts.visibilitySeconds);
-        if (res.messages.length > 0 || !woken || Date.now() >= until || opts.signal?.aborted) {
-          // (After an abort the deliveries made are returned anyway; they time out unacked.)
-          return res.messages;
-        }
-        if (res.next === false) {
-          await woken;
-        } else {
-          // The store's clock may not be the wall clock (tests): wait the same distance.
-          const dueIn = Math.max(5, res.next - this.store.now());
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          await Promise.race([
-            woken,
-            new Promise<void>((resolve) => timer = setTimeout(resolve, dueIn)),
-          ]);
-          clearTimeout(timer);
-        }
+        return { value: res.messages, ready: res.messages.length > 0, dueAt: res.next };
+      },
+      {
+        waitMs: (opts.waitSeconds ?? 0) * 1000,
+        signal: opts.signal,
+        now: () => this.store.now(),
         // Nobody to deliver to any more: take nothing (it would stay invisible for nothing).
-        if (opts.signal?.aborted) return [];
-        if (Date.now() >= until) {
-          // One last look: something may have arrived exactly at the end of the wait.
-          return (await this.#receiveOnce(caller, name, max, opts.visibilitySeconds)).messages;
-        }
-      } finally {
-        stop.abort();
-        opts.signal?.removeEventListener("abort", abort);
-      }
-    }
-    return [];
+        // (An abort during a look returns its deliveries anyway; they time out unacked.)
+        aborted: () => [],
+      },
+    );
   }
 
   #receiptArgs(receipts: readonly string[]): string[] {
@@ -667,12 +528,7 @@ export class QueueService {
   }
 
   #results(receipts: readonly string[], res: string[] | Record<string, never>): ReceiptResult[] {
-    const outcomes = list(res);
-    return receipts.map((receipt, i) =>
-      outcomes[i] === "ok"
-        ? { receipt, ok: true }
-        : { receipt, ok: false, error: "stale_receipt" as const }
-    );
+    return receiptResults(receipts, list(res));
   }
 
   /** Acknowledges deliveries: each receipt of a current attempt deletes its message. */

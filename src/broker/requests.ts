@@ -2,14 +2,9 @@ import type { Store } from "./store.ts";
 import type { Notifier } from "./notifier.ts";
 import { type EntityRef, NAME_PATTERN } from "./keys.ts";
 import { BrokerError } from "./errors.ts";
-import {
-  type Caller,
-  encodeAttributes,
-  IdMaker,
-  messageSize,
-  type OutgoingMessage,
-  QUEUE_LIMITS,
-} from "./queues.ts";
+import { type Caller, iso } from "./entities.ts";
+import { encodeAttributes, messageSize, type OutgoingMessage, QUEUE_LIMITS } from "./queues.ts";
+import { fromBase64url, IdMaker, MESSAGE_ID_PATTERN, toBase64url } from "./receipts.ts";
 
 /**
  * Request/reply with deadlines over queues. A request is a message sent to a service's queue
@@ -98,39 +93,26 @@ export const REQUEST_ATTRIBUTES = {
 /** Prefix of the attribute names reserved for the broker. */
 export const RESERVED_ATTRIBUTE_PREFIX = "momd-";
 
-const MESSAGE_ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const TASK_ID = /^[A-Za-z0-9_-]{1,300}$/;
-
-function base64url(text: string): string {
-  return btoa(text).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
-}
 
 /** The task id the API shows: base64url of `<queue>.<message id>`, so any node finds the queue. */
 export function encodeTaskId(queue: string, messageId: string): string {
-  return base64url(`${queue}.${messageId}`);
+  return toBase64url(new TextEncoder().encode(`${queue}.${messageId}`));
 }
 
 /** The queue and message id of a task id, or null when it is not one of ours. */
 export function decodeTaskId(taskId: string): { queue: string; messageId: string } | null {
   if (!TASK_ID.test(taskId)) return null;
-  let text: string;
-  try {
-    text = atob(taskId.replace(/-/g, "+").replace(/_/g, "/"));
-  } catch {
-    return null;
-  }
+  const text = fromBase64url(taskId);
+  if (text === null) return null;
   const dot = text.lastIndexOf(".");
   if (dot < 0) return null;
   const queue = text.slice(0, dot);
   const messageId = text.slice(dot + 1);
-  if (!NAME_PATTERN.test(queue) || !MESSAGE_ID.test(messageId)) return null;
+  if (!NAME_PATTERN.test(queue) || !MESSAGE_ID_PATTERN.test(messageId)) return null;
   // One spelling per task: the canonical encoding only (no padding, no stray bits).
   if (encodeTaskId(queue, messageId) !== taskId) return null;
   return { queue, messageId };
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
 }
 
 /** Whether a task may still change by itself (a long poll waits while it is). */
@@ -259,30 +241,20 @@ export class RequestService {
    */
   async task(caller: Caller, taskId: string, opts: TaskWaitOptions = {}): Promise<TaskView> {
     this.#parse(taskId);
-    const waitMs = (opts.waitSeconds ?? 0) * 1000;
-    const until = Date.now() + waitMs;
-    const key = this.#taskKey(taskId);
-    while (true) {
-      // Listen before looking, so a reply between the look and the wait is not missed.
-      const stop = new AbortController();
-      const abort = () => stop.abort();
-      opts.signal?.addEventListener("abort", abort, { once: true });
-      try {
-        const woken = waitMs > 0 ? this.notifier.wait(key, until, stop.signal) : undefined;
+    return await this.notifier.poll(
+      this.#taskKey(taskId),
+      async () => {
         const view = await this.#read(caller, taskId);
-        if (!open(view.status) || !woken || Date.now() >= until || opts.signal?.aborted) {
-          return view;
-        }
-        // The store's clock may not be the wall clock (tests): wait the same distance.
-        const dueIn = Math.max(5, Date.parse(view.deadline!) - this.store.now() + 5);
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([woken, new Promise<void>((r) => timer = setTimeout(r, dueIn))]);
-        clearTimeout(timer);
-      } finally {
-        stop.abort();
-        opts.signal?.removeEventListener("abort", abort);
-      }
-    }
+        // Open until the deadline (a few ms later on the store's clock) at the latest.
+        const dueAt = Date.parse(view.deadline!) + 5;
+        return { value: view, ready: !open(view.status), dueAt };
+      },
+      {
+        waitMs: (opts.waitSeconds ?? 0) * 1000,
+        signal: opts.signal,
+        now: () => this.store.now(),
+      },
+    );
   }
 
   /**

@@ -1,16 +1,31 @@
 import type { Store } from "./store.ts";
 import type { Notifier } from "./notifier.ts";
-import { type EntityRef, registryKey, topicKeys } from "./keys.ts";
+import type { EntityRef } from "./keys.ts";
 import { BrokerError } from "./errors.ts";
-import type { Principal } from "../auth/users.ts";
+import {
+  bodySize,
+  type Caller,
+  type EntityAccess,
+  type EntitySummary,
+  iso,
+  list,
+  listEntities,
+  readAccess,
+  storeAccess,
+} from "./entities.ts";
+import {
+  decodeTopicReceipt,
+  encodeTopicReceipt,
+  newToken,
+  type ReceiptResult,
+  receiptResults,
+} from "./receipts.ts";
 
-/** Who may publish to and receive from (and subscribe to) a topic besides its owner and admins. */
-export interface TopicAccess {
-  /** false: any authenticated user may publish, subscribe and receive. */
-  restricted: boolean;
-  senders: string[];
-  receivers: string[];
-}
+/**
+ * Who may publish to and receive from (and subscribe to) a topic besides its owner and admins;
+ * not restricted: any authenticated user may publish, subscribe and receive.
+ */
+export type TopicAccess = EntityAccess;
 
 /** The configuration of one topic. */
 export interface TopicConfig {
@@ -97,11 +112,7 @@ export interface TopicDetail {
 }
 
 /** One entry of a topic listing. */
-export interface TopicSummary {
-  name: string;
-  owner: string;
-  createdAt: string;
-}
+export type TopicSummary = EntitySummary;
 
 /** A message to publish. */
 export interface OutgoingTopicMessage {
@@ -186,13 +197,6 @@ export interface TopicDeadLetter extends TopicMessage {
   deadLetteredAt: string;
 }
 
-/** Outcome of one receipt in an ack, nack or visibility change. */
-export interface ReceiptResult {
-  receipt: string;
-  ok: boolean;
-  error?: "stale_receipt";
-}
-
 /** Options of receive. */
 export interface TopicReceiveOptions {
   max?: number;
@@ -214,39 +218,6 @@ export type TopicConfigPatch = Partial<Omit<TopicConfig, "access">> & {
 
 /** Options of a TopicService (none yet; reserved for the cluster). */
 export type TopicServiceOptions = Record<string, never>;
-
-// ---------------------------------------------------------------------------------------------
-// Receipts
-
-const TOKEN_PATTERN = /^[A-Za-z0-9_-]{16}$/;
-
-function base64url(bytes: Uint8Array): string {
-  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_")
-    .replace(/=+$/, "");
-}
-
-function newToken(): string {
-  return base64url(crypto.getRandomValues(new Uint8Array(12)));
-}
-
-/** The receipt handed to a client: opaque, it carries the offset and the attempt's token. */
-export function encodeTopicReceipt(offset: number, token: string): string {
-  return base64url(new TextEncoder().encode(`${offset}.${token}`));
-}
-
-/** The offset and attempt token of a receipt, or null when it is not a topic receipt. */
-export function decodeTopicReceipt(receipt: string): { offset: number; token: string } | null {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(receipt)) return null;
-  let text: string;
-  try {
-    text = atob(receipt.replace(/-/g, "+").replace(/_/g, "/"));
-  } catch {
-    return null;
-  }
-  const m = /^(0|[1-9]\d{0,15})\.(.*)$/s.exec(text);
-  if (!m || !TOKEN_PATTERN.test(m[2])) return null;
-  return { offset: Number(m[1]), token: m[2] };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Encodings shared with the Lua scripts (see includes/topic_common.lua)
@@ -274,10 +245,6 @@ const FIELD_OF: Record<Exclude<keyof TopicConfig, "access">, StoredField> = {
   maxDeliveries: "maxd",
 };
 
-function uniqueSorted(list: readonly string[]): string[] {
-  return [...new Set(list)].sort();
-}
-
 function storeConfig(c: TopicConfig): Record<StoredField, string> {
   return {
     ret: String(c.retentionSeconds),
@@ -286,9 +253,7 @@ function storeConfig(c: TopicConfig): Record<StoredField, string> {
     maxb: String(c.maxMessageBytes),
     vis: String(c.visibilityTimeoutSeconds),
     maxd: String(c.maxDeliveries),
-    restricted: c.access.restricted ? "1" : "0",
-    senders: JSON.stringify(uniqueSorted(c.access.senders)),
-    receivers: JSON.stringify(uniqueSorted(c.access.receivers)),
+    ...storeAccess(c.access),
   };
 }
 
@@ -303,10 +268,6 @@ interface StoredTopic extends Record<StoredField, string> {
   subscriptions: number;
 }
 
-function iso(ms: number): string {
-  return new Date(ms).toISOString();
-}
-
 function toDetail(name: string, v: StoredTopic): TopicDetail {
   return {
     name,
@@ -319,11 +280,7 @@ function toDetail(name: string, v: StoredTopic): TopicDetail {
       maxMessageBytes: Number(v.maxb),
       visibilityTimeoutSeconds: Number(v.vis),
       maxDeliveries: Number(v.maxd),
-      access: {
-        restricted: v.restricted === "1",
-        senders: JSON.parse(v.senders || "[]"),
-        receivers: JSON.parse(v.receivers || "[]"),
-      },
+      access: readAccess(v),
     },
     stats: {
       firstOffset: v.firstOffset,
@@ -401,11 +358,7 @@ const utf8 = new TextEncoder();
 
 /** Size of a message for the limits: UTF-8 bytes of body, key, attribute names and values. */
 export function topicMessageSize(m: OutgoingTopicMessage): number {
-  let size = utf8.encode(m.body).length + utf8.encode(m.key ?? "").length;
-  for (const [k, v] of Object.entries(m.attributes ?? {})) {
-    size += utf8.encode(k).length + utf8.encode(v).length;
-  }
-  return size;
+  return bodySize(m.body, m.attributes) + utf8.encode(m.key ?? "").length;
 }
 
 /** Attributes as JSON with sorted names ('' when none), so equal attributes store equally. */
@@ -413,11 +366,6 @@ function encodeAttributes(attrs: Record<string, string> | undefined): string {
   const names = Object.keys(attrs ?? {}).sort();
   if (names.length === 0) return "";
   return JSON.stringify(Object.fromEntries(names.map((n) => [n, attrs![n]])));
-}
-
-/** cjson encodes an empty Lua table as {}: read it as an empty list. */
-function list<T>(value: T[] | Record<string, never> | undefined): T[] {
-  return Array.isArray(value) ? value : [];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,7 +392,7 @@ export class TopicService {
     return `topic:${name}`;
   }
 
-  #args(caller: Principal, sub = ""): string[] {
+  #args(caller: Caller, sub = ""): string[] {
     return [caller.username, caller.role, sub];
   }
 
@@ -498,33 +446,8 @@ export class TopicService {
   async list(
     opts: { prefix?: string; after?: string; limit: number },
   ): Promise<{ topics: TopicSummary[]; next: string | null }> {
-    const redis = this.store.redis;
-    const prefix = opts.prefix ?? "";
-    let min = prefix ? `[${prefix}` : "-";
-    if (opts.after !== undefined && opts.after >= prefix) min = `(${opts.after}`;
-    const max = prefix ? `(${prefix}~` : "+"; // '~' sorts after every name character
-    const names = await redis.zrangebylex(
-      registryKey("topic"),
-      min,
-      max,
-      "LIMIT",
-      0,
-      opts.limit + 1,
-    );
-    const more = names.length > opts.limit;
-    const page = names.slice(0, opts.limit);
-    const topics: TopicSummary[] = [];
-    if (page.length > 0) {
-      const pipeline = redis.pipeline();
-      for (const name of page) pipeline.hmget(topicKeys(name).meta, "owner", "createdAt");
-      const metas = (await pipeline.exec()) ?? [];
-      page.forEach((name, i) => {
-        const [err, value] = metas[i] ?? [null, null];
-        const [owner, createdAt] = (err ? [null, null] : value) as (string | null)[];
-        if (owner) topics.push({ name, owner, createdAt: iso(Number(createdAt)) });
-      });
-    }
-    return { topics, next: more ? page[page.length - 1] : null };
+    const { entities, next } = await listEntities(this.store.redis, "topic", opts);
+    return { topics: entities, next };
   }
 
   /** Deletes the topic, its log and every subscription (owner or admin). */
@@ -678,16 +601,9 @@ export class TopicService {
     opts: TopicReceiveOptions = {},
   ): Promise<TopicDelivery[]> {
     const max = opts.max ?? 1;
-    const waitMs = (opts.waitSeconds ?? 0) * 1000;
-    const until = Date.now() + waitMs;
-    const key = this.wakeKey(name);
-    while (true) {
-      // Listen before looking, so a publish between the look and the wait is not missed.
-      const stop = new AbortController();
-      const abort = () => stop.abort();
-      opts.signal?.addEventListener("abort", abort, { once: true });
-      const woken = waitMs > 0 ? this.notifier.wait(key, until, stop.signal) : undefined;
-      try {
+    return await this.notifier.poll(
+      this.wakeKey(name),
+      async () => {
         const res = await this.#receiveOnce(
           caller,
           name,
@@ -696,29 +612,21 @@ export class TopicService {
           opts.visibilitySeconds,
           opts.excludeOwn,
         );
-        // Only the caller's own messages were passed over, and more may follow: look again.
-        if (res.messages.length === 0 && res.more && !opts.signal?.aborted) continue;
-        if (res.messages.length > 0 || !woken || Date.now() >= until || opts.signal?.aborted) {
-          return res.messages;
-        }
-        if (res.wakeAt === false) {
-          await woken;
-        } else {
-          // The store's clock may not be the wall clock (tests): wait the same distance.
-          const dueIn = Math.max(5, res.wakeAt - this.store.now());
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          await Promise.race([
-            woken,
-            new Promise<void>((resolve) => timer = setTimeout(resolve, dueIn)),
-          ]);
-          clearTimeout(timer);
-        }
-        if (opts.signal?.aborted) return [];
-      } finally {
-        stop.abort();
-        opts.signal?.removeEventListener("abort", abort);
-      }
-    }
+        return {
+          value: res.messages,
+          ready: res.messages.length > 0,
+          dueAt: res.wakeAt,
+          // Only the caller's own messages were passed over, and more may follow: look again.
+          again: res.messages.length === 0 && res.more,
+        };
+      },
+      {
+        waitMs: (opts.waitSeconds ?? 0) * 1000,
+        signal: opts.signal,
+        now: () => this.store.now(),
+        aborted: () => [],
+      },
+    );
   }
 
   #receiptArgs(receipts: readonly string[]): (string | number)[] {
@@ -729,11 +637,11 @@ export class TopicService {
     });
   }
 
-  #results(receipts: readonly string[], res: { results: string[] | Record<string, never> }) {
-    const outcomes = list(res.results);
-    return receipts.map((receipt, i): ReceiptResult =>
-      outcomes[i] === "ok" ? { receipt, ok: true } : { receipt, ok: false, error: "stale_receipt" }
-    );
+  #results(
+    receipts: readonly string[],
+    res: { results: string[] | Record<string, never> },
+  ): ReceiptResult[] {
+    return receiptResults(receipts, list(res.results));
   }
 
   /** Acknowledges deliveries: each receipt of a current attempt settles its message. */
@@ -852,6 +760,3 @@ export class TopicService {
     return { messages, total: res.total };
   }
 }
-
-/** Who makes a call (from the verified token). */
-export type Caller = Principal;

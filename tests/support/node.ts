@@ -162,3 +162,27 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
     },
   };
 }
+
+/** A test API served on a free loopback port, for what needs a URL (the client, the CLI). */
+export interface ServedNode {
+  api: TestApi;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Starts a test API (real Redis) and serves it with Deno.serve on a free loopback port. */
+export async function serveNode(opts: TestApiOptions = {}): Promise<ServedNode> {
+  const api = await startTestApi(opts);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    api.app.fetch,
+  );
+  return {
+    api,
+    url: `http://127.0.0.1:${server.addr.port}`,
+    async close() {
+      await server.shutdown();
+      await api.close();
+    },
+  };
+}

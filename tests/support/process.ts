@@ -3,7 +3,7 @@
  * gets), for tests of what only a process shows: exit codes, signals, stderr, the real port.
  */
 import { BINARY_PERMISSIONS } from "../../scripts/compile.ts";
-import { freePort } from "./services.ts";
+import { freePort, stopChild } from "../../scripts/processes.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -74,24 +74,9 @@ export async function startNodeProcess(opts: NodeProcessOptions): Promise<NodePr
   const url = `http://${env.MOMD_HTTP_LISTEN}`;
 
   async function stop(signal: Deno.Signal = "SIGTERM", timeoutMs = 20_000) {
-    if (!exited) {
-      try {
-        child.kill(signal);
-      } catch {
-        // already gone
-      }
-      const timer = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, timeoutMs);
-      await status;
-      clearTimeout(timer);
-    }
+    if (!exited) await stopChild(child, { signal, timeoutMs });
     await drained;
-    return exited!;
+    return await status;
   }
 
   const until = Date.now() + (opts.readyTimeoutMs ?? 60_000);

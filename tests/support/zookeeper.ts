@@ -2,7 +2,7 @@
  * Starts a real ZooKeeper (standalone, from the Debian package) for tests, on a free loopback port
  * with its data in a temporary directory, and a TCP proxy to cut a client off from it.
  */
-import { freePort } from "./services.ts";
+import { freePort, zooKeeperConfig } from "../../scripts/processes.ts";
 
 /** A running ZooKeeper server. */
 export interface ZooKeeperServer {
@@ -54,15 +54,7 @@ export async function startZooKeeper(
   await Deno.mkdir(conf, { recursive: true });
   await Deno.writeTextFile(
     `${conf}/zoo.cfg`,
-    [
-      `tickTime=${tickTime}`,
-      `dataDir=${dir}/data`,
-      `clientPort=${port}`,
-      "clientPortAddress=127.0.0.1",
-      "admin.enableServer=false",
-      "4lw.commands.whitelist=ruok,stat,mntr",
-      "",
-    ].join("\n"),
+    zooKeeperConfig({ tickTime, dataDir: `${dir}/data`, port }),
   );
   // Quiet logging: the jar's default log4j/logback setup prints to stdout.
   const child = new Deno.Command("java", {

@@ -9,7 +9,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
-import { BrokerError } from "../../broker/errors.ts";
+import { BROKER_ERROR_CODES, BrokerError } from "../../broker/errors.ts";
 
 /** An HTTP-level refusal of the compatibility API, rendered as `{"detail": ...}`. */
 export class CompatHttpError extends Error {
@@ -154,17 +154,13 @@ export function compatValidationHook(
   );
 }
 
-/** Domain refusals: reported as HTTP 200 `success: false`, like the earlier server did. */
-const DOMAIN_CODES = new Set<string>([
-  "not_found",
-  "already_exists",
-  "conflict",
-  "forbidden",
-  "invalid",
-  "too_large",
-  "queue_full",
-  "stale_receipt",
-]);
+/**
+ * Domain refusals: reported as HTTP 200 `success: false`, like the earlier server did. The
+ * others (stale_epoch, unavailable) mean this node cannot serve the entity now: 503.
+ */
+const DOMAIN_CODES = new Set<string>(
+  BROKER_ERROR_CODES.filter((code) => code !== "stale_epoch" && code !== "unavailable"),
+);
 
 /** A refused outcome (HTTP 200) with a message. */
 export function refused(message: string): Outcome {

@@ -19,9 +19,10 @@
  * - queue receive: momd's receive of one message, FIFO, competing consumers, then its ack (the
  *   message is gone once returned). Sending needs no subscription.
  */
+import type { Caller } from "../../broker/entities.ts";
 import { BrokerError } from "../../broker/errors.ts";
 import { DEFAULT_QUEUE_CONFIG, type QueueService } from "../../broker/queues.ts";
-import { type Caller, DEFAULT_TOPIC_CONFIG, type TopicService } from "../../broker/topics.ts";
+import { DEFAULT_TOPIC_CONFIG, type TopicService } from "../../broker/topics.ts";
 import { type Outcome, refused as no } from "./errors.ts";
 
 /** "queue" or "topic", as the earlier API names them. */

@@ -2,7 +2,7 @@ import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { AppEnv } from "../context.ts";
 import { BrokerError } from "../../broker/errors.ts";
 import type { RequestService, TaskView } from "../../broker/requests.ts";
-import { bearer, errorResponses } from "../schemas/common.ts";
+import { bearer, body, errorResponses, json } from "../schemas/common.ts";
 import { QueueParams } from "../schemas/queues.ts";
 import {
   ReplyInput,
@@ -19,14 +19,6 @@ export interface RequestRouteDeps {
 }
 
 const tags = ["requests"];
-
-function json<T extends z.ZodType>(schema: T, description: string) {
-  return { description, content: { "application/json": { schema } } };
-}
-
-function body<T extends z.ZodType>(schema: T) {
-  return { body: { content: { "application/json": { schema } }, required: true } };
-}
 
 const sendRequest = createRoute({
   method: "post",

@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiDeps } from "../app.ts";
 import type { AppEnv } from "../context.ts";
-import { bearer, errorResponses, ListQuery } from "../schemas/common.ts";
+import { bearer, body, errorResponses, json, ListQuery } from "../schemas/common.ts";
 import {
   DeadLettersSchema,
   DeadPeekQuery,
@@ -33,14 +33,6 @@ import {
 } from "../schemas/topics.ts";
 
 const TAG = ["topics"];
-
-function json<T extends z.ZodType>(schema: T, description: string) {
-  return { description, content: { "application/json": { schema } } };
-}
-
-function body<T extends z.ZodType>(schema: T, required = true) {
-  return { body: { content: { "application/json": { schema } }, required } };
-}
 
 const createTopic = createRoute({
   method: "put",

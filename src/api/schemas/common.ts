@@ -40,5 +40,21 @@ export function errorResponses(...statuses: number[]) {
   return out;
 }
 
+/** A JSON response of a route (createRoute's `responses`). */
+export function json<T extends z.ZodType>(
+  schema: T,
+  description: string,
+): { description: string; content: { "application/json": { schema: T } } } {
+  return { description, content: { "application/json": { schema } } };
+}
+
+/** A JSON request body of a route (spread into createRoute's `request`); required by default. */
+export function body<T extends z.ZodType>(
+  schema: T,
+  required = true,
+): { body: { content: { "application/json": { schema: T } }; required: boolean } } {
+  return { body: { content: { "application/json": { schema } }, required } };
+}
+
 /** Marks a route as needing a bearer token in the OpenAPI document. */
 export const bearer = [{ bearer: [] }];

@@ -1,9 +1,6 @@
 import { z } from "@hono/zod-openapi";
-import {
-  decodeReceipt,
-  DEFAULT_QUEUE_CONFIG as D,
-  QUEUE_LIMITS as L,
-} from "../../broker/queues.ts";
+import { DEFAULT_QUEUE_CONFIG as D, QUEUE_LIMITS as L } from "../../broker/queues.ts";
+import { decodeReceipt } from "../../broker/receipts.ts";
 import { USERNAME_PATTERN } from "../../auth/users.ts";
 import { EntityName } from "./common.ts";
 

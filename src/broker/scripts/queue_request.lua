@@ -40,41 +40,12 @@ if use_dedup and tonumber(redis.call('ZSCORE', DDX, dedup) or '0') > NOW then
   return unchanged({ id = original, duplicate = true, deadline = t.deadline })
 end
 
--- Max length: messages held (dead letters aside) plus this one.
-local held = redis.call('HLEN', MSGS) - redis.call('LLEN', DEAD)
-local over = held + 1 - cfg.maxlen
-if over > 0 then
-  if cfg.ovf ~= 'dropHead' then
-    fail('queue_full', "queue '" .. ENTITY_NAME .. "' holds " .. held .. ' of at most ' .. cfg.maxlen
-      .. ' messages; the request is refused')
-  end
-  if redis.call('LLEN', READY) < over then
-    fail('queue_full', "queue '" .. ENTITY_NAME .. "' is full and has too few ready messages to drop")
-  end
-end
+local drop = room_for(cfg, 1, 'the request is refused')
 
 local seq = begin_change()
-if over > 0 then
-  for _ = 1, over do forget(redis.call('LPOP', READY)) end
-  count('n_drop', over)
-end
--- Forget de-duplication ids whose window has ended (a bounded number per request).
-local ended = redis.call('ZRANGEBYSCORE', DDX, '-inf', NOW, 'LIMIT', 0, 100)
-if #ended > 0 then
-  redis.call('ZREM', DDX, unpack(ended))
-  redis.call('HDEL', DD, unpack(ended))
-end
-redis.call('HSET', MSGS, id, encode_message(deadline, attrs, body))
-if cfg.delay > 0 then
-  redis.call('ZADD', DELAYED, NOW + cfg.delay * 1000, id)
-else
-  redis.call('RPUSH', READY, id)
-end
-if use_dedup then
-  redis.call('HSET', DD, dedup, id)
-  redis.call('ZADD', DDX, NOW + cfg.ddw * 1000, dedup)
-end
-count('n_sent', 1)
+enqueue(cfg, drop, {
+  { id = id, body = body, attrs = attrs, expires_at = deadline, delay = cfg.delay, dedup = dedup },
+})
 clean_tasks()
 put_task(id, { deadline = deadline, created = NOW, completed = 0, state = 'w', requester = CALLER,
   payload = '' }, deadline)

@@ -2,6 +2,14 @@
 import type { OutgoingMessage, QueueConfigPatch, QueueDetail } from "../../client/mod.ts";
 import { attributes, int, need, str, UsageError, type Values } from "../args.ts";
 import type { Command, Ctx, Group } from "../context.ts";
+import {
+  accessFrom,
+  deleteCommand,
+  type EntityKind,
+  listCommand,
+  reportAck,
+  showAccess,
+} from "../entities.ts";
 import { bytes, duration, keyValues, table, time } from "../output.ts";
 import { bodyCell, RECEIVE_HELP, RECEIVE_OPTIONS, receiveCommand } from "../receive.ts";
 import { sendInput } from "../send.ts";
@@ -56,17 +64,16 @@ function configFrom(values: Values): QueueConfigPatch {
     }
     out.overflow = overflow;
   }
-  if (values.restricted && values.unrestricted) {
-    throw new UsageError("give --restricted or --unrestricted, not both");
-  }
-  const access: NonNullable<QueueConfigPatch["access"]> = {};
-  if (values.restricted) access.restricted = true;
-  if (values.unrestricted) access.restricted = false;
-  if (Array.isArray(values.sender)) access.senders = values.sender;
-  if (Array.isArray(values.receiver)) access.receivers = values.receiver;
+  const access = accessFrom(values);
   if (Object.keys(access).length) out.access = access;
   return out;
 }
+
+const QUEUES: EntityKind = {
+  name: "queue",
+  listAll: (client, opts) => client.queues.listAll(opts),
+  delete: (client, name) => client.queues.delete(name),
+};
 
 function showQueue(q: Omit<QueueDetail, "stats"> & Partial<Pick<QueueDetail, "stats">>): string {
   const c = q.config;
@@ -101,14 +108,7 @@ function showQueue(q: Omit<QueueDetail, "stats"> & Partial<Pick<QueueDetail, "st
     ["delay", duration(c.delaySeconds)],
     ["max message size", bytes(c.maxMessageBytes)],
     ["dedup window", duration(c.dedupWindowSeconds)],
-    [
-      "access",
-      c.access.restricted
-        ? `restricted; senders: ${c.access.senders.join(", ") || "-"}; receivers: ${
-          c.access.receivers.join(", ") || "-"
-        }`
-        : "any authenticated user",
-    ],
+    ["access", showAccess(c.access)],
   );
   return keyValues(pairs);
 }
@@ -155,33 +155,6 @@ ${CONFIG_HELP}`,
   },
 };
 
-const list: Command = {
-  name: "list",
-  summary: "list queues",
-  usage: "momd queue list [--prefix PREFIX] [--limit N]",
-  help: `Lists queues by name.
-
-Options:
-  --prefix PREFIX   only names starting with PREFIX
-  --limit N         at most N queues (default: all)`,
-  options: { prefix: { type: "string" }, limit: { type: "string" } },
-  async run(ctx) {
-    need(ctx.positionals, [], "queue list");
-    const limit = int(ctx.values, "limit", { min: 1 }) ?? Infinity;
-    const client = await ctx.client();
-    const queues = [];
-    for await (const q of client.queues.listAll({ prefix: str(ctx.values, "prefix") })) {
-      if (queues.length >= limit) break;
-      queues.push(q);
-    }
-    if (ctx.json) return void await ctx.printJson({ queues });
-    if (queues.length === 0) return void await ctx.out("no queues\n");
-    await ctx.out(
-      table(["NAME", "OWNER", "CREATED"], queues.map((q) => [q.name, q.owner, time(q.createdAt)])),
-    );
-  },
-};
-
 const get: Command = {
   name: "get",
   summary: "show a queue's settings and counts",
@@ -195,18 +168,10 @@ const get: Command = {
   },
 };
 
-const del: Command = {
-  name: "delete",
+const del = deleteCommand(QUEUES, {
   summary: "delete a queue and its messages (owner or admin)",
-  usage: "momd queue delete NAME",
   help: "Deletes a queue with every message it holds, dead letters included.",
-  async run(ctx) {
-    const [name] = need(ctx.positionals, ["NAME"], "queue delete");
-    await (await ctx.client()).queues.delete(name);
-    if (ctx.json) return void await ctx.printJson({ deleted: name });
-    await ctx.out(`deleted queue '${name}'\n`);
-  },
-};
+});
 
 const purge: Command = {
   name: "purge",
@@ -380,14 +345,7 @@ const ack: Command = {
   async run(ctx: Ctx) {
     if (ctx.positionals.length < 2) throw new UsageError("missing NAME or RECEIPT", "queue ack");
     const [name, ...receipts] = ctx.positionals;
-    const results = await (await ctx.client()).queues.ack(name, receipts);
-    if (ctx.json) return void await ctx.printJson({ results });
-    const stale = results.filter((r) => !r.ok).length;
-    await ctx.out(`acknowledged ${results.length - stale} message(s)\n`);
-    if (stale) {
-      await ctx.err(`momd: ${stale} receipt(s) stale: not the current delivery of a message\n`);
-      return 3;
-    }
+    return await reportAck(ctx, await (await ctx.client()).queues.ack(name, receipts));
   },
 };
 
@@ -396,5 +354,17 @@ export const queueGroup: Group = {
   name: "queue",
   summary: "manage queues, send and receive messages",
   help: "Point-to-point queues: each message goes to one consumer, which acknowledges it.",
-  commands: [create, list, get, configure, del, purge, redrive, peek, send, receive, ack],
+  commands: [
+    create,
+    listCommand(QUEUES),
+    get,
+    configure,
+    del,
+    purge,
+    redrive,
+    peek,
+    send,
+    receive,
+    ack,
+  ],
 };

@@ -2,6 +2,14 @@
 import type { Subscription, Topic, TopicConfigPatch } from "../../client/mod.ts";
 import { attributes, int, need, str, UsageError, type Values } from "../args.ts";
 import type { Command, Group } from "../context.ts";
+import {
+  accessFrom,
+  deleteCommand,
+  type EntityKind,
+  listCommand,
+  reportAck,
+  showAccess,
+} from "../entities.ts";
 import { bytes, duration, keyValues, table, time } from "../output.ts";
 import { bodyCell, RECEIVE_HELP, RECEIVE_OPTIONS, receiveCommand } from "../receive.ts";
 import { sendInput } from "../send.ts";
@@ -40,13 +48,16 @@ function configFrom(values: Values): TopicConfigPatch {
   set("maxMessageBytes", int(values, "max-message-bytes", { min: 1 }));
   set("visibilityTimeoutSeconds", int(values, "visibility-timeout"));
   set("maxDeliveries", int(values, "max-deliveries", { min: 1 }));
-  const access: NonNullable<TopicConfigPatch["access"]> = {};
-  if (values.restricted) access.restricted = true;
-  if (Array.isArray(values.sender)) access.senders = values.sender;
-  if (Array.isArray(values.receiver)) access.receivers = values.receiver;
+  const access = accessFrom(values);
   if (Object.keys(access).length) out.access = access;
   return out;
 }
+
+const TOPICS: EntityKind = {
+  name: "topic",
+  listAll: (client, opts) => client.topics.listAll(opts),
+  delete: (client, name) => client.topics.delete(name),
+};
 
 function limit(n: number, show: (n: number) => string): string {
   return n === 0 ? "none" : show(n);
@@ -75,14 +86,7 @@ function showTopic(t: Topic): string {
     ["max message size", bytes(c.maxMessageBytes)],
     ["visibility timeout", duration(c.visibilityTimeoutSeconds)],
     ["max deliveries", c.maxDeliveries],
-    [
-      "access",
-      c.access.restricted
-        ? `restricted; senders: ${c.access.senders.join(", ") || "-"}; receivers: ${
-          c.access.receivers.join(", ") || "-"
-        }`
-        : "any authenticated user",
-    ],
+    ["access", showAccess(c.access)],
   ]);
 }
 
@@ -123,33 +127,6 @@ Example:
   },
 };
 
-const list: Command = {
-  name: "list",
-  summary: "list topics",
-  usage: "momd topic list [--prefix PREFIX] [--limit N]",
-  help: `Lists topics by name.
-
-Options:
-  --prefix PREFIX   only names starting with PREFIX
-  --limit N         at most N topics (default: all)`,
-  options: { prefix: { type: "string" }, limit: { type: "string" } },
-  async run(ctx) {
-    need(ctx.positionals, [], "topic list");
-    const max = int(ctx.values, "limit", { min: 1 }) ?? Infinity;
-    const client = await ctx.client();
-    const topics = [];
-    for await (const t of client.topics.listAll({ prefix: str(ctx.values, "prefix") })) {
-      if (topics.length >= max) break;
-      topics.push(t);
-    }
-    if (ctx.json) return void await ctx.printJson({ topics });
-    if (topics.length === 0) return void await ctx.out("no topics\n");
-    await ctx.out(
-      table(["NAME", "OWNER", "CREATED"], topics.map((t) => [t.name, t.owner, time(t.createdAt)])),
-    );
-  },
-};
-
 const get: Command = {
   name: "get",
   summary: "show a topic's settings, counts and subscriptions",
@@ -166,18 +143,10 @@ const get: Command = {
   },
 };
 
-const del: Command = {
-  name: "delete",
+const del = deleteCommand(TOPICS, {
   summary: "delete a topic, its messages and subscriptions (owner or admin)",
-  usage: "momd topic delete NAME",
   help: "Deletes a topic with its messages and every subscription.",
-  async run(ctx) {
-    const [name] = need(ctx.positionals, ["NAME"], "topic delete");
-    await (await ctx.client()).topics.delete(name);
-    if (ctx.json) return void await ctx.printJson({ deleted: name });
-    await ctx.out(`deleted topic '${name}'\n`);
-  },
-};
+});
 
 const publish: Command = {
   name: "publish",
@@ -360,14 +329,10 @@ const ack: Command = {
       throw new UsageError("missing TOPIC, SUBSCRIPTION or RECEIPT", "topic ack");
     }
     const [topic, subscription, ...receipts] = ctx.positionals;
-    const results = await (await ctx.client()).topics.ack({ topic, subscription }, receipts);
-    if (ctx.json) return void await ctx.printJson({ results });
-    const stale = results.filter((r) => !r.ok).length;
-    await ctx.out(`acknowledged ${results.length - stale} message(s)\n`);
-    if (stale) {
-      await ctx.err(`momd: ${stale} receipt(s) stale: not the current delivery of a message\n`);
-      return 3;
-    }
+    return await reportAck(
+      ctx,
+      await (await ctx.client()).topics.ack({ topic, subscription }, receipts),
+    );
   },
 };
 
@@ -378,7 +343,7 @@ export const topicGroup: Group = {
   help: "Publish/subscribe: every subscription of a topic sees every message, at its offset.",
   commands: [
     create,
-    list,
+    listCommand(TOPICS),
     get,
     del,
     publish,

@@ -76,6 +76,55 @@ local function forget(id)
   redis.call('HDEL', RC, id)
 end
 
+-- Validation of a send of n new messages (call before begin_change): the queue holds at most
+-- maxlen messages, dead letters aside. Over it, 'reject' refuses (`refused` ends the detail)
+-- and 'dropHead' needs enough ready messages to drop. Returns how many enqueue() drops.
+local function room_for(cfg, n, refused)
+  local held = redis.call('HLEN', MSGS) - redis.call('LLEN', DEAD)
+  local over = held + n - cfg.maxlen
+  if over <= 0 then return 0 end
+  if cfg.ovf ~= 'dropHead' then
+    fail('queue_full', "queue '" .. ENTITY_NAME .. "' holds " .. held .. ' of at most ' .. cfg.maxlen
+      .. ' messages; ' .. refused)
+  end
+  if n > cfg.maxlen or redis.call('LLEN', READY) < over then
+    fail('queue_full', "queue '" .. ENTITY_NAME .. "' is full and has too few ready messages to drop")
+  end
+  return over
+end
+
+-- Stores new messages (after begin_change): first drops `drop` ready messages (room_for's
+-- answer) and forgets de-duplication ids whose window has ended (a bounded number per call).
+-- Each message is { id, body, attrs, expires_at (ms), delay (s), dedup ('' for none) }: it
+-- waits in delayed, or joins the back of ready in the order given, and its de-duplication id
+-- is remembered for the queue's window.
+local function enqueue(cfg, drop, msgs)
+  if drop > 0 then
+    for _ = 1, drop do forget(redis.call('LPOP', READY)) end
+    count('n_drop', drop)
+  end
+  local ended = redis.call('ZRANGEBYSCORE', DDX, '-inf', NOW, 'LIMIT', 0, 100)
+  if #ended > 0 then
+    redis.call('ZREM', DDX, unpack(ended))
+    redis.call('HDEL', DD, unpack(ended))
+  end
+  local to_ready = {}
+  for _, m in ipairs(msgs) do
+    redis.call('HSET', MSGS, m.id, encode_message(m.expires_at, m.attrs, m.body))
+    if m.delay > 0 then
+      redis.call('ZADD', DELAYED, NOW + m.delay * 1000, m.id)
+    else
+      to_ready[#to_ready + 1] = m.id
+    end
+    if m.dedup ~= '' and cfg.ddw > 0 then
+      redis.call('HSET', DD, m.dedup, m.id)
+      redis.call('ZADD', DDX, NOW + cfg.ddw * 1000, m.dedup)
+    end
+  end
+  if #to_ready > 0 then redis.call('RPUSH', READY, unpack(to_ready)) end
+  count('n_sent', #msgs)
+end
+
 -- Pushes ids to the front of ready so that they come out in the order given.
 local function push_front(ids)
   for i = #ids, 1, -1 do redis.call('LPUSH', READY, ids[i]) end
