@@ -1,0 +1,164 @@
+/**
+ * The APIs through NGINX in front of a real three-node cluster (ZooKeeper, five Redis servers,
+ * three node processes): the earlier MOM server's client flow unchanged, and /v1 requests served
+ * whichever node NGINX picks.
+ */
+import assert from "node:assert/strict";
+import { withCluster } from "./support/cluster.ts";
+
+const BASE = "/api/v1.0.0/MomServer";
+
+Deno.test("cluster: the earlier client's flow works unchanged through NGINX", async () => {
+  await withCluster({}, async (c) => {
+    const mom = (method: string, path: string, body?: unknown, token?: string | null) =>
+      c.call(method, `${BASE}${path}`, { body, token });
+
+    const login = await mom("POST", "/login/", {
+      username: "cluster-admin",
+      password: "cluster-admin-password",
+    }, null);
+    assert.equal(login.status, 200);
+    assert.equal(login.body.token_type, "Bearer");
+    const admin = login.body.access_token as string;
+
+    const created = await mom("PUT", "/admin/users/create/", {
+      username: "alice",
+      password: "alice-password",
+    }, admin);
+    assert.equal(created.status, 200);
+    const alice = (await mom("POST", "/login/", {
+      username: "alice",
+      password: "alice-password",
+    }, null)).body.access_token as string;
+
+    // Several queues, so they land on different nodes.
+    const names = ["orders", "invoices", "mails", "jobs"];
+    for (const name of names) {
+      const res = await mom("PUT", "/admin/queue_topic/create/", { name, type: "queue" }, admin);
+      assert.deepEqual([res.status, res.body.success], [200, true], JSON.stringify(res.body));
+    }
+    const taken = await mom("PUT", "/admin/queue_topic/create/", {
+      name: "orders",
+      type: "queue",
+    }, admin);
+    assert.equal(taken.body.success, false);
+
+    const status = await c.cluster();
+    const owners = new Set(
+      status.entities.filter((e) => names.includes(e.name)).map((e) => e.owner),
+    );
+    assert.ok(owners.size >= 2, `queues spread over the nodes: ${[...owners]}`);
+
+    for (const name of names) {
+      for (let i = 0; i < 3; i++) {
+        const sent = await mom("POST", "/queue_topic/send/", {
+          name,
+          type: "queue",
+          message: `${name}-${i}`,
+        }, admin);
+        assert.equal(sent.body.success, true, JSON.stringify(sent.body));
+      }
+      assert.equal(
+        (await mom("POST", "/queue_topic/subscribe/", { name, type: "queue" }, alice)).body.success,
+        true,
+      );
+      const got: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await mom("POST", "/queue_topic/receive/", { name, type: "queue" }, alice);
+        assert.equal(r.body.success, true);
+        if (r.body.message) got.push(r.body.message);
+      }
+      assert.deepEqual(got, [`${name}-0`, `${name}-1`, `${name}-2`], "FIFO, each message once");
+    }
+
+    // Topic: the owner starts at the first message, a subscriber at the end, and nobody gets
+    // its own messages.
+    assert.equal(
+      (await mom("PUT", "/admin/queue_topic/create/", { name: "news", type: "topic" }, admin))
+        .body.success,
+      true,
+    );
+    await mom(
+      "POST",
+      "/queue_topic/send/",
+      { name: "news", type: "topic", message: "early" },
+      alice,
+    );
+    assert.equal(
+      (await mom("POST", "/queue_topic/subscribe/", { name: "news", type: "topic" }, alice)).body
+        .success,
+      true,
+    );
+    await mom(
+      "POST",
+      "/queue_topic/send/",
+      { name: "news", type: "topic", message: "late" },
+      admin,
+    );
+    await mom(
+      "POST",
+      "/queue_topic/send/",
+      { name: "news", type: "topic", message: "mine" },
+      alice,
+    );
+    const forAlice = await mom(
+      "POST",
+      "/queue_topic/receive/",
+      { name: "news", type: "topic" },
+      alice,
+    );
+    assert.equal(forAlice.body.message, "late");
+    const forAdmin = await mom(
+      "POST",
+      "/queue_topic/receive/",
+      { name: "news", type: "topic" },
+      admin,
+    );
+    assert.equal(forAdmin.body.message, "early");
+
+    // Only the owner deletes; the name is then free cluster-wide.
+    const del = await c.call("DELETE", `${BASE}/admin/queue_topic/delete/jobs?mom_type=queue`, {
+      token: admin,
+    });
+    assert.equal(del.body.success, true);
+    assert.equal((await c.call("GET", "/v1/queues/jobs")).status, 404);
+    const again = await mom(
+      "PUT",
+      "/admin/queue_topic/create/",
+      { name: "jobs", type: "queue" },
+      admin,
+    );
+    assert.equal(again.body.success, true);
+
+    // Error shapes are the old ones.
+    assert.equal((await mom("POST", "/queue_topic/send/", {}, null)).status, 403);
+    assert.equal((await mom("POST", "/queue_topic/send/", {}, "garbage")).status, 401);
+  });
+});
+
+Deno.test("cluster: /v1 receipts obtained through one node are acked through another", async () => {
+  await withCluster({}, async (c) => {
+    assert.equal((await c.call("PUT", "/v1/queues/work", { body: {} })).status, 201);
+    const sent = await c.call("POST", "/v1/queues/work/messages", {
+      body: { messages: [{ body: "a" }, { body: "b" }] },
+    });
+    assert.equal(sent.status, 201);
+    const [n1, n2] = c.nodeIds;
+    const got = await c.call("POST", "/v1/queues/work/receive", {
+      base: c.nodeUrl(n1),
+      body: { max: 2 },
+    });
+    assert.equal(got.status, 200);
+    assert.deepEqual(got.body.messages.map((m: { body: string }) => m.body), ["a", "b"]);
+    const acked = await c.call("POST", "/v1/queues/work/ack", {
+      base: c.nodeUrl(n2),
+      body: { receipts: got.body.messages.map((m: { receipt: string }) => m.receipt) },
+    });
+    assert.deepEqual(acked.body.results.map((r: { ok: boolean }) => r.ok), [true, true]);
+    const stats = await c.call("GET", "/v1/queues/work");
+    assert.deepEqual([stats.body.stats.depth, stats.body.stats.inFlight], [0, 0]);
+    const status = await c.cluster();
+    const work = status.entities.find((e) => e.name === "work")!;
+    assert.equal(work.replicas.length, 2);
+  });
+});
