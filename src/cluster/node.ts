@@ -24,7 +24,7 @@ import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { PeerClients } from "../replication/peers.ts";
 import { ReplicationServer } from "../replication/server.ts";
 import { Shipper } from "../replication/shipper.ts";
-import { ZkSession } from "./zk.ts";
+import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
 import { type EntityEntry, Ownership } from "./ownership.ts";
 import { Controller, loadByNode, placeEntity } from "./controller.ts";
@@ -157,6 +157,20 @@ export class ClusterNode implements EntityRouter {
     this.ownership.onChange((entry, entity) => this.#onOwnershipChange(entry, entity));
     await this.ownership.start();
     await this.membership.start();
+    // A replica that came back in a new session may have lost its copy (wiped Redis): resync.
+    const sessions = new Map(this.membership.members().map((m) => [m.id, m.session]));
+    this.membership.onChange((members) => {
+      for (const m of members) {
+        const before = sessions.get(m.id);
+        sessions.set(m.id, m.session);
+        if (before === undefined || before === m.session) continue;
+        for (const e of this.ownership.list()) {
+          if (e.owner === this.#config.nodeId && e.replicas.includes(m.id)) {
+            this.shipper.resync(e.entity);
+          }
+        }
+      }
+    });
     this.#controller = new Controller(this.zk, this.membership, this.ownership, {
       nodeId: this.#config.nodeId,
       root: this.#config.zkRoot,
@@ -211,7 +225,13 @@ export class ClusterNode implements EntityRouter {
   }
 
   async ready(entity: EntityRef): Promise<void> {
-    if (!this.ownership.isWritable(entity)) await this.ownership.read(entity);
+    if (!this.ownership.isWritable(entity)) {
+      await this.ownership.read(entity).catch((err) => {
+        throw err instanceof ZkError
+          ? new BrokerError("unavailable", `ZooKeeper: ${err.message}`, 1)
+          : err;
+      });
+    }
     await this.#preparing.get(key(entity));
   }
 

@@ -448,6 +448,8 @@ export class Shipper implements RecordSink {
     link.call = call;
     link.open = true;
     link.draining = false;
+    // Snapshots taken while the link was down were never sent: take them again.
+    for (const snap of link.pendingSnapshots) link.state(snap.entity).needSnapshot = true;
     link.pendingSnapshots = [];
     // Everything not acknowledged goes again; a snapshot whose batch may be lost is taken again.
     for (const s of link.entities.values()) {

@@ -11,11 +11,16 @@
 import { BINARY_PERMISSIONS } from "../../scripts/compile.ts";
 import { renderLocalNginxConf } from "../../scripts/nginx_conf.ts";
 import type { ClusterStatus } from "../../src/api/routing.ts";
-import { startZooKeeper, type ZooKeeperServer } from "./zookeeper.ts";
 
 export type { ClusterStatus };
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar";
+/** ZooKeeper logs through slf4j; these jars of its Debian dependencies route it to log4j. */
+const ZOOKEEPER_LOGGING_JARS = [
+  "/usr/share/java/slf4j-log4j12.jar",
+  "/usr/share/java/log4j-1.2.jar",
+];
 const NGINX_CONF = new URL("../../nginx/nginx.conf", import.meta.url);
 /** NGINX connects to the nodes from this address, the proxy whose X-Forwarded-For they believe. */
 const PROXY_ADDRESS = "127.0.0.10";
@@ -91,7 +96,7 @@ export interface Cluster {
   start(id: string): Promise<void>;
   /** Empties a node's local Redis: stopped, its data directory removed, started again. */
   wipeRedis(id: string): Promise<void>;
-  /** Stops ZooKeeper and starts it again on the same port and data; answers the down time. */
+  /** Kills ZooKeeper (SIGKILL) and starts it again on the same port and data; the down time. */
   restartZooKeeper(): Promise<{ downMs: number }>;
   /** `GET /v1/cluster` (through NGINX, or `via` a node's own address). */
   cluster(opts?: { via?: string; timeoutMs?: number }): Promise<ClusterStatus>;
@@ -228,19 +233,28 @@ function pickPorts(count: number): number[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function redisAnswers(port: number): Promise<boolean> {
+/** Sends `send` to a loopback port and checks the answer's start; every step is bounded. */
+async function tcpAnswers(port: number, send: string, expect: string): Promise<boolean> {
+  let conn: Deno.TcpConn | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    try {
-      await conn.write(new TextEncoder().encode("PING\r\n"));
-      const buf = new Uint8Array(16);
-      const n = await conn.read(buf);
-      return n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith("+PONG");
-    } finally {
-      conn.close();
-    }
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(new TextEncoder().encode(send));
+    const buf = new Uint8Array(64);
+    const n = await Promise.race([
+      conn.read(buf),
+      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), 1_000)),
+    ]);
+    return n !== null && new TextDecoder().decode(buf.subarray(0, n)).startsWith(expect);
   } catch {
     return false;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn?.close();
+    } catch {
+      // closed by the server
+    }
   }
 }
 
@@ -321,6 +335,46 @@ function nginxBinary(): string {
   return "nginx";
 }
 
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A standalone ZooKeeper's zoo.cfg and log4j.properties (logging to the console). */
+async function writeZooKeeperConf(
+  conf: string,
+  o: { port: number; dataDir: string; tickTime: number },
+): Promise<void> {
+  await Deno.mkdir(conf, { recursive: true });
+  await Deno.mkdir(o.dataDir, { recursive: true });
+  await Deno.writeTextFile(
+    `${conf}/zoo.cfg`,
+    [
+      `tickTime=${o.tickTime}`,
+      `dataDir=${o.dataDir}`,
+      `clientPort=${o.port}`,
+      "clientPortAddress=127.0.0.1",
+      "admin.enableServer=false",
+      "4lw.commands.whitelist=ruok,stat,mntr",
+      "",
+    ].join("\n"),
+  );
+  await Deno.writeTextFile(
+    `${conf}/log4j.properties`,
+    [
+      "log4j.rootLogger=INFO, CONSOLE",
+      "log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender",
+      "log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout",
+      "log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%n",
+      "",
+    ].join("\n"),
+  );
+}
+
 /** The test's environment without MOMD_* settings (a node gets exactly the ones it is given). */
 function baseEnv(): Record<string, string> {
   return Object.fromEntries(
@@ -369,10 +423,22 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     return `redis://127.0.0.1:${r.port}`;
   };
 
-  let zk: ZooKeeperServer | undefined;
   const zkPort = take();
-  const zkDir = `${dir}/zookeeper`;
-  const tickTime = opts.tickTime ?? 200;
+  const zkConf = `${dir}/zookeeper/conf`;
+  const logging = ZOOKEEPER_LOGGING_JARS.filter((jar) => exists(jar));
+  const zookeeper = new Proc(
+    "zookeeper",
+    `${dir}/logs/zookeeper.log`,
+    [
+      "java",
+      "-Xmx256m",
+      "-cp",
+      [zkConf, ZOOKEEPER_JAR, ...logging].join(":"),
+      "org.apache.zookeeper.server.ZooKeeperServerMain",
+      `${zkConf}/zoo.cfg`,
+    ],
+    env,
+  );
 
   const jwtSecret = `cluster-test-jwt-${crypto.randomUUID()}`;
   const clusterSecret = `cluster-test-grpc-${crypto.randomUUID()}`;
@@ -433,10 +499,23 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const r = redis.get(name)!;
     await Deno.mkdir(r.dir, { recursive: true });
     await r.proc.spawn();
-    await pollUntil(`redis-${name} on port ${r.port}`, () => redisAnswers(r.port), {
-      timeoutMs: 20_000,
-      intervalMs: 25,
-      abort: () => r.proc.exited ? `exited with code ${r.proc.exited.code}` : undefined,
+    await pollUntil(
+      `redis-${name} on port ${r.port}`,
+      () => tcpAnswers(r.port, "PING\r\n", "+PONG"),
+      {
+        timeoutMs: 20_000,
+        intervalMs: 25,
+        abort: () => r.proc.exited ? `exited with code ${r.proc.exited.code}` : undefined,
+      },
+    );
+  }
+
+  async function startZooKeeper(): Promise<void> {
+    await zookeeper.spawn();
+    await pollUntil(`ZooKeeper on port ${zkPort}`, () => tcpAnswers(zkPort, "ruok", "imok"), {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+      abort: () => zookeeper.exited ? `exited with code ${zookeeper.exited.code}` : undefined,
     });
   }
 
@@ -509,8 +588,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     await Promise.all([...nodes.values()].map((n) => n.proc.stop("SIGKILL")));
     await nginx.stop("SIGTERM", 5_000);
     await Promise.all([...redis.values()].map((r) => r.proc.stop("SIGKILL")));
-    await zk?.stop().catch(() => {});
-    zk = undefined;
+    await zookeeper.stop("SIGKILL");
     if (!o.keepLogs) {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       return;
@@ -544,14 +622,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       await startRedis(id);
     },
     async restartZooKeeper() {
-      const current = zk;
-      if (!current) throw new Error("ZooKeeper is not running");
+      if (!zookeeper.running) throw new Error("ZooKeeper is not running");
       const down = Date.now();
-      // SIGTERM: ZooKeeper exits at once; its snapshot and transaction log (sessions included)
-      // are on disk, so the sessions survive if the clients come back within their timeout.
-      await current.stop();
-      zk = undefined;
-      zk = await startZooKeeper({ tickTime, port: zkPort, dir: zkDir });
+      // SIGKILL: a crash. Its transaction log (sessions included) is synced at every commit,
+      // so the sessions survive if their clients come back within their timeout.
+      await zookeeper.stop("SIGKILL");
+      await startZooKeeper();
       return { downMs: Date.now() - down };
     },
     async cluster(o = {}) {
@@ -579,8 +655,12 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
 
   try {
     await Promise.all([...redis.keys()].map(startRedis));
-    await Deno.mkdir(zkDir, { recursive: true });
-    zk = await startZooKeeper({ tickTime, port: zkPort, dir: zkDir });
+    await writeZooKeeperConf(zkConf, {
+      port: zkPort,
+      dataDir: `${dir}/zookeeper/data`,
+      tickTime: opts.tickTime ?? 200,
+    });
+    await startZooKeeper();
     // One node first: it creates the admin and the znodes the others find.
     await startNode(nodeIds[0]);
     await Promise.all(nodeIds.slice(1).map(startNode));
