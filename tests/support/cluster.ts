@@ -9,6 +9,7 @@
  * each log when the test fails, and always stops every process (also when starting fails).
  */
 import { BINARY_PERMISSIONS } from "../../scripts/compile.ts";
+import { redisServerArgs } from "../../scripts/processes.ts";
 import { renderLocalNginxConf } from "../../scripts/nginx_conf.ts";
 import type { ClusterStatus } from "../../src/api/routing.ts";
 
@@ -305,23 +306,7 @@ async function pollUntil<T>(
 // ---- the cluster --------------------------------------------------------------------------------
 
 function redisCommand(port: number, dir: string): string[] {
-  return [
-    "redis-server",
-    "--port",
-    String(port),
-    "--bind",
-    "127.0.0.1",
-    "--dir",
-    dir,
-    "--appendonly",
-    "yes",
-    "--save",
-    "",
-    "--daemonize",
-    "no",
-    "--loglevel",
-    "warning",
-  ];
+  return ["redis-server", ...redisServerArgs(port, dir), "--loglevel", "warning"];
 }
 
 function nginxBinary(): string {
