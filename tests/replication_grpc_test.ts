@@ -363,6 +363,66 @@ Deno.test({
 });
 
 Deno.test({
+  name: "replication over gRPC: only the owner's snapshot replaces a copy",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const peers = new PeerClients({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    let shipper: Shipper | undefined;
+    try {
+      // The replica side owns the entity now (epoch 2); the shipping side held it before and
+      // kept an older copy, as a node that restarted and restored from the backup would.
+      const q = Q("jobs");
+      const current = await TestStore.open(p.replica, localOnlySink, () => 2);
+      const former = await TestStore.open(p.owner, localOnlySink, () => 2);
+      await current.change(q, "t_create", ["alice", "user", ""]);
+      await current.change(q, "t_push", ["alice", "user", "", "m1", "x"]);
+      await current.change(q, "t_push", ["alice", "user", "", "m2", "x"]);
+      await former.change(q, "t_create", ["alice", "user", ""]);
+      await former.change(q, "t_push", ["alice", "user", "", "stale", "x"]);
+      const before = await dumpEntity(p.replica, q);
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.replica,
+        applier: current,
+        fence: () => 2,
+        ownerOf: () => "current-owner",
+      });
+      const address = server.address;
+      let mayWrite = false;
+      const fenced: string[] = [];
+      shipper = new Shipper(shipperOptions(p, peers, () => address, {
+        epochOf: () => {
+          if (!mayWrite) throw new BrokerError("unavailable", "owned by current-owner", 1);
+          return 2;
+        },
+        onFenced: (_e, detail) => fenced.push(detail),
+      }));
+
+      // A node that may not write the entity sends no snapshot: it forgets the entity.
+      shipper.resync(q);
+      await waitFor("the entity to be dropped", () => shipper!.lag().length === 0);
+      assert.deepEqual(await dumpEntity(p.replica, q), before);
+
+      // A snapshot that claims the known epoch from a node that is not the owner is refused.
+      mayWrite = true;
+      shipper.resync(q);
+      await waitFor("the snapshot to be refused", () => fenced.length > 0);
+      assert.match(fenced[0], /owner is not the owner of queue\/jobs at epoch 2/);
+      assert.deepEqual(await dumpEntity(p.replica, q), before);
+    } finally {
+      shipper?.close();
+      peers.close();
+      await server?.stop();
+      await p.close();
+    }
+  },
+});
+
+Deno.test({
   name: "replication over gRPC: ship() waits for minInSyncReplicas - 1 replica acknowledgements",
   sanitizeOps: false,
   sanitizeResources: false,

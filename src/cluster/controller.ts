@@ -135,6 +135,8 @@ export class Controller {
   #unsubscribe: (() => void)[] = [];
   /** When the controller first probed an entity's candidates without every answer. */
   #probeWaits = new Map<string, number>();
+  /** Entities reported as having no possible owner (logged once until they move). */
+  #stuck = new Set<string>();
 
   constructor(
     zk: ZkSession,
@@ -334,6 +336,11 @@ export class Controller {
           const to = await this.#chooseNewOwner(e, live, load);
           if (!to) {
             report.stuck.push(e.entity);
+            const k = entityKey(e.entity);
+            if (!this.#stuck.has(k)) {
+              this.#stuck.add(k);
+              console.log(`controller: ${k} has no owner that can take it yet (was ${e.owner})`);
+            }
             continue;
           }
           const replicas = this.#fill(
@@ -353,6 +360,13 @@ export class Controller {
           });
           adjustLoad(load, e, moved);
           report.moved.push({ entity: e.entity, from: e.owner, to: to.id, epoch: moved.epoch });
+          this.#stuck.delete(entityKey(e.entity));
+          console.log(
+            `controller: failover of ${entityKey(e.entity)} from ${e.owner} ` +
+              `(${
+                ownerMember ? "back in a new session" : "gone"
+              }) to ${to.id}, epoch ${moved.epoch}`,
+          );
           continue;
         }
         const kept = e.replicas.filter((r) => live.has(r) && r !== e.owner);
@@ -367,6 +381,10 @@ export class Controller {
           }, guard);
           adjustLoad(load, e, updated);
           report.replicasChanged.push({ entity: e.entity, replicas });
+          console.log(
+            `controller: replicas of ${entityKey(e.entity)}: ${e.replicas.join(",") || "none"} ` +
+              `-> ${replicas.join(",") || "none"}`,
+          );
         }
       } catch (err) {
         // A concurrent change (or a lost guard): the next round starts from fresh data.
@@ -403,7 +421,7 @@ export class Controller {
       );
       const known = positions.filter((p): p is { id: string; pos: EntityPosition } => !!p.pos);
       // A silent candidate may hold the newest state: wait for every answer, for a while.
-      const key = `${e.entity.type}/${e.entity.name}`;
+      const key = entityKey(e.entity);
       const since = this.#probeWaits.get(key) ?? Date.now();
       this.#probeWaits.set(key, since);
       const patient = Date.now() - since < this.#opts.probeGraceMs;
@@ -432,6 +450,10 @@ export class Controller {
     while (out.length < want && spare.length > 0) out.push(spare.shift()!);
     return out;
   }
+}
+
+function entityKey(e: EntityRef): string {
+  return `${e.type}/${e.name}`;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {

@@ -152,6 +152,7 @@ export class ClusterNode implements EntityRouter {
       redis: this.#local,
       applier: store,
       fence: (e) => this.ownership.knownEpoch(e),
+      ownerOf: (e) => this.ownership.get(e)?.owner,
       forward: ({ request, principal }) => handle(request, principal),
     });
     this.ownership.onChange((entry, entity) => this.#onOwnershipChange(entry, entity));
@@ -164,11 +165,14 @@ export class ClusterNode implements EntityRouter {
         const before = sessions.get(m.id);
         sessions.set(m.id, m.session);
         if (before === undefined || before === m.session) continue;
-        for (const e of this.ownership.list()) {
-          if (e.owner === this.#config.nodeId && e.replicas.includes(m.id)) {
-            this.shipper.resync(e.entity);
-          }
-        }
+        const mine = this.ownership.list()
+          .filter((e) => e.owner === this.#config.nodeId && e.replicas.includes(m.id));
+        if (mine.length === 0) continue;
+        console.log(
+          `cluster: ${m.id} is back in a new session; resyncing its copies of ${mine.length} ` +
+            "entities",
+        );
+        for (const e of mine) this.shipper.resync(e.entity);
       }
     });
     this.#controller = new Controller(this.zk, this.membership, this.ownership, {
@@ -187,7 +191,11 @@ export class ClusterNode implements EntityRouter {
 
   // ---- routing (EntityRouter) ----
 
-  async route(entity: EntityRef, opts: { create?: { creator: string } } = {}): Promise<Route> {
+  route(entity: EntityRef, opts: { create?: { creator: string } } = {}): Promise<Route> {
+    return unavailableOnZkError(this.#route(entity, opts));
+  }
+
+  async #route(entity: EntityRef, opts: { create?: { creator: string } }): Promise<Route> {
     let entry = this.ownership.get(entity) ?? await this.ownership.read(entity);
     let claimed = false;
     if (!entry && opts.create) {
@@ -226,11 +234,7 @@ export class ClusterNode implements EntityRouter {
 
   async ready(entity: EntityRef): Promise<void> {
     if (!this.ownership.isWritable(entity)) {
-      await this.ownership.read(entity).catch((err) => {
-        throw err instanceof ZkError
-          ? new BrokerError("unavailable", `ZooKeeper: ${err.message}`, 1)
-          : err;
-      });
+      await unavailableOnZkError(this.ownership.read(entity));
     }
     await this.#preparing.get(key(entity));
   }
@@ -241,13 +245,16 @@ export class ClusterNode implements EntityRouter {
     });
   }
 
-  async createFailed(entity: EntityRef): Promise<void> {
-    const entry = await this.ownership.read(entity);
-    if (entry) await this.ownership.remove(entity, entry.version).catch(() => {});
+  createFailed(entity: EntityRef): Promise<void> {
+    return this.#forget(entity);
   }
 
-  async deleted(entity: EntityRef): Promise<void> {
-    const entry = await this.ownership.read(entity);
+  deleted(entity: EntityRef): Promise<void> {
+    return this.#forget(entity);
+  }
+
+  async #forget(entity: EntityRef): Promise<void> {
+    const entry = await unavailableOnZkError(this.ownership.read(entity));
     if (entry) await this.ownership.remove(entity, entry.version).catch(() => {});
   }
 
@@ -368,6 +375,8 @@ export class ClusterNode implements EntityRouter {
     this.#prepared.set(k, entry.epoch);
     this.#movedAt.set(k, Date.now());
     this.#paused.add(k);
+    // Epoch 1 is a create; anything later is a failover, a hand-over or a restart.
+    if (entry.epoch > 1) console.log(`cluster: taking ${k} over at epoch ${entry.epoch}`);
     const prepare = (this.#opts.hooks?.beforeServing?.(entity) ?? Promise.resolve())
       .catch((err) => console.error(`cluster: preparing ${k} failed: ${err}`))
       .finally(() => {
@@ -429,8 +438,16 @@ export class ClusterNode implements EntityRouter {
         .sort((a, b) => a[1].owned - b[1].owned || a[0].localeCompare(b[0]))[0];
       if (lightest === this.#config.nodeId || mine - lightLoad.owned < 2) return;
       const now = Date.now();
+      // Only to a replica that is in sync now: a hand-over pauses writes until the target has
+      // everything, so a lagging target would stall the entity.
+      const inSync = new Set(
+        this.shipper.lag()
+          .filter((l) => l.peer === lightest && l.connected && !l.syncing && l.lag === 0)
+          .map((l) => key(l.entity)),
+      );
       const candidate = entries.find((e) =>
         e.owner === this.#config.nodeId && e.replicas.includes(lightest) &&
+        inSync.has(key(e.entity)) &&
         now - (this.#movedAt.get(key(e.entity)) ?? 0) > this.#opts.moveCooldownMs
       );
       if (candidate) await this.handOver(candidate.entity, lightest);
@@ -461,6 +478,18 @@ export class ClusterNode implements EntityRouter {
     await this.#server?.stop();
     this.peers.close();
     this.zk.close();
+  }
+}
+
+/** ZooKeeper unreachable or slow is a passing condition of the cluster: 503, try again. */
+async function unavailableOnZkError<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof ZkError) {
+      throw new BrokerError("unavailable", `ZooKeeper: ${err.message}`, 1);
+    }
+    throw err;
   }
 }
 

@@ -418,8 +418,9 @@ export class ZkSession {
     if (this.#closed) return;
     if (this.#state === "suspended") {
       // The library waits without a limit for the server's answer to a session request on a
-      // connection that opened; start a fresh attempt when one takes a whole session timeout.
-      if (performance.now() - this.#suspendedSince > this.#sessionTimeout) {
+      // connection that opened. Give each attempt a third of the session timeout, as the Java
+      // client does, so a server that restarts leaves time for two more before expiry.
+      if (performance.now() - this.#suspendedSince > this.#sessionTimeout / 3) {
         this.#suspendedSince = performance.now();
         this.#dropSocket();
       }
@@ -431,7 +432,11 @@ export class ZkSession {
     const sent = performance.now();
     try {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error("probe timeout")), this.#sessionTimeout);
+        // The Java client's read timeout: two thirds of the session, so a reconnect still fits.
+        const timer = setTimeout(
+          () => reject(new Error("probe timeout")),
+          this.#sessionTimeout * 2 / 3,
+        );
         client.exists("/", (err: unknown) => {
           clearTimeout(timer);
           if (err) reject(err);
@@ -440,8 +445,8 @@ export class ZkSession {
       });
       if (client === this.#client) this.#confirm(sent);
     } catch {
-      // No answer within the session timeout on an open connection: the library would wait
-      // forever, so drop the socket; it reconnects and learns whether the session survived.
+      // No answer on an open connection: the library would wait forever, so drop the socket;
+      // it reconnects and learns whether the session survived.
       if (client === this.#client && this.#state === "connected") this.#dropSocket();
     } finally {
       this.#probing = false;

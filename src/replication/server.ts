@@ -65,6 +65,11 @@ export interface ReplicationServerOptions {
   applier: RecordApplier;
   /** The lowest epoch accepted for an entity (the epoch ZooKeeper granted); default 0. */
   fence?: (entity: EntityRef) => number;
+  /**
+   * The entity's owner as this node knows it. A snapshot from another node at or below the
+   * known epoch is refused: a former owner's copy must not replace the owner's state.
+   */
+  ownerOf?: (entity: EntityRef) => string | undefined;
   /** Serves forwarded HTTP requests; without it Forward.Http answers UNIMPLEMENTED. */
   forward?: ForwardHandler;
   /** Batches read ahead of the one being applied, per stream, before reading pauses. */
@@ -249,18 +254,24 @@ export class ReplicationServer {
     for (const w of batch.snapshots ?? []) {
       const snap = fromWireSnapshot(w);
       const fence = this.#opts.fence?.(snap.entity) ?? 0;
+      const owner = this.#opts.ownerOf?.(snap.entity);
       const key = entityKey(snap.entity);
+      const refusal = snap.epoch < fence
+        ? `snapshot epoch ${snap.epoch} is older than ${fence}`
+        : owner !== undefined && owner !== batch.fromNode && snap.epoch <= fence
+        ? `${batch.fromNode} is not the owner of ${key} at epoch ${fence} (${owner} is)`
+        : "";
       results.set(
         key,
         await this.#locked(snap.entity, async () => {
-          if (snap.epoch < fence) {
+          if (refusal) {
             const p = await readPosition(this.#opts.redis, snap.entity);
             return {
               entity: snap.entity,
               seq: p.seq,
               epoch: Math.max(p.epoch, fence),
               error: "stale_epoch",
-              detail: `snapshot epoch ${snap.epoch} is older than ${fence}`,
+              detail: refusal,
             };
           }
           try {

@@ -9,8 +9,9 @@
  *   sent again (a replica skips what it holds). A replica answering `gap` gets them again from
  *   its sequence number, or a snapshot when they are no longer here; `resync` (a change of
  *   owner) or `failed` gets a snapshot, taken atomically from the local Redis and stamped with
- *   the current epoch (`epochOf`); `stale_epoch` means this node was deposed: waiting ships fail
- *   and `onFenced` is told.
+ *   the current epoch (`epochOf`); only the owner sends snapshots (a node that may not write the
+ *   entity drops it instead); `stale_epoch` means this node was deposed: waiting ships fail and
+ *   `onFenced` is told.
  * - `ship(record)` resolves when `minInSyncReplicas - 1` replicas (the owner is one copy) have
  *   acknowledged a sequence number at or above the record's under the record's epoch, and the
  *   node is still allowed to write the entity (`isWritable`, checked at that moment: a node that
@@ -399,16 +400,17 @@ export class Shipper implements RecordSink {
 
   #startSnapshot(link: PeerLink, s: EntityState) {
     s.needSnapshot = false;
+    let epoch: number | undefined;
+    try {
+      epoch = this.#o.epochOf?.(s.entity);
+    } catch {
+      // Not the owner (any more, or in this session): its copy may be older than the owner's
+      // and must not overwrite anyone's. Forget the entity; its owner resyncs the replicas.
+      link.entities.delete(entityKey(s.entity));
+      return;
+    }
     s.snapshotting = true;
-    (async () => {
-      let epoch: number | undefined;
-      try {
-        epoch = this.#o.epochOf?.(s.entity);
-      } catch {
-        epoch = undefined; // not the owner (any more): the snapshot's own epoch is all it can say
-      }
-      return await takeSnapshot(this.#o.redis, s.entity, { epoch });
-    })().then(
+    takeSnapshot(this.#o.redis, s.entity, { epoch }).then(
       (snap) => {
         s.snapshotting = false;
         s.retained = s.retained.filter((r) => r.seq > snap.seq);

@@ -43,6 +43,11 @@ export interface ClusterOptions {
   env?: Record<string, string>;
   /** How long a node may take to answer /readyz (default 90 s). */
   readyTimeoutMs?: number;
+  /**
+   * withCluster only: the test fails after this long (default 5 min) and the cluster is torn
+   * down, so a hang cannot hold the whole suite until CI's own limit.
+   */
+  deadlineMs?: number;
 }
 
 /** What a JSON call answered. */
@@ -93,6 +98,10 @@ export interface Cluster {
    * 20 s); SIGSTOP and SIGCONT return at once.
    */
   kill(id: string, signal?: Deno.Signal): Promise<void>;
+  /** How a node's last run ended (undefined while it runs or before it ever ran). */
+  exitStatus(id: string): Deno.CommandStatus | undefined;
+  /** Everything a node printed, over all its runs. */
+  nodeLog(id: string): Promise<string>;
   /** Starts a node that is not running (same ports, same Redis) and waits for /readyz. */
   start(id: string): Promise<void>;
   /** Empties a node's local Redis: stopped, its data directory removed, started again. */
@@ -119,14 +128,17 @@ export interface Cluster {
 
 // ---- processes ----------------------------------------------------------------------------------
 
-/** Processes of every cluster of this test process, killed if it ends without stop(). */
+/**
+ * Processes of every cluster of this test process, killed if it ends without stop(): on an
+ * uncaught error (unload) or when it is interrupted or terminated (a signal skips unload).
+ */
 const LIVE = new Set<Deno.ChildProcess>();
 let unloadHooked = false;
 
 function hookUnload(): void {
   if (unloadHooked) return;
   unloadHooked = true;
-  globalThis.addEventListener("unload", () => {
+  const killAll = () => {
     for (const child of LIVE) {
       try {
         child.kill("SIGKILL");
@@ -134,7 +146,14 @@ function hookUnload(): void {
         // already gone
       }
     }
-  });
+  };
+  globalThis.addEventListener("unload", killAll);
+  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    Deno.addSignalListener(signal, () => {
+      killAll();
+      Deno.exit(code);
+    });
+  }
 }
 
 /** One process whose output goes to a log file, started again on demand. */
@@ -598,6 +617,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       if (signal === "SIGKILL" || signal === "SIGTERM") await n.proc.stop(signal);
       else n.proc.signal(signal);
     },
+    exitStatus: (id) => nodeOf(id).proc.exited,
+    nodeLog: (id) => Deno.readTextFile(nodeOf(id).proc.log).catch(() => ""),
     start: startNode,
     async wipeRedis(id) {
       const r = redis.get(id);
@@ -686,14 +707,23 @@ export async function withCluster(
   fn: (cluster: Cluster) => Promise<void>,
 ): Promise<void> {
   const cluster = await startCluster(opts);
+  const deadlineMs = opts.deadlineMs ?? 300_000;
   let failed = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    await fn(cluster);
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`the test did not end within ${deadlineMs} ms`)),
+        deadlineMs,
+      );
+    });
+    await Promise.race([fn(cluster), expired]);
   } catch (err) {
     failed = true;
     console.error(`\n----- logs of the cluster (${cluster.dir}) -----\n${await cluster.logs(60)}`);
     throw err;
   } finally {
+    clearTimeout(timer);
     await cluster.stop({ keepLogs: failed });
     if (failed) console.error(`the whole logs are kept in ${cluster.dir}/logs`);
   }

@@ -16,8 +16,19 @@ export interface ZooKeeperServer {
 
 const JAR = "/usr/share/java/zookeeper.jar";
 
-async function fourLetter(port: number, word: string): Promise<string> {
+/** Sends a four-letter word and reads the answer; a server that stays silent fails after 2 s. */
+async function fourLetter(port: number, word: string, timeoutMs = 2000): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  let timedOut = false;
+  // Closing the connection ends a pending read, so a half-started server cannot hang the caller.
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  }, timeoutMs);
   try {
     await conn.write(new TextEncoder().encode(word));
     const chunks: Uint8Array[] = [];
@@ -30,11 +41,19 @@ async function fourLetter(port: number, word: string): Promise<string> {
     return new TextDecoder().decode(
       chunks.reduce((a, b) => new Uint8Array([...a, ...b]), new Uint8Array()),
     );
+  } catch (err) {
+    if (timedOut) {
+      throw new Error(`ZooKeeper on port ${port}: no answer to ${word} in ${timeoutMs} ms`);
+    }
+    throw err;
   } finally {
-    try {
-      conn.close();
-    } catch {
-      // closed by the server
+    clearTimeout(timer);
+    if (!timedOut) {
+      try {
+        conn.close();
+      } catch {
+        // closed by the server
+      }
     }
   }
 }
