@@ -24,6 +24,7 @@ import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { PeerClients } from "../replication/peers.ts";
 import { ReplicationServer } from "../replication/server.ts";
 import { Shipper } from "../replication/shipper.ts";
+import { adoptEpoch } from "../replication/snapshot.ts";
 import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
 import { type EntityEntry, Ownership } from "./ownership.ts";
@@ -378,6 +379,8 @@ export class ClusterNode implements EntityRouter {
     // Epoch 1 is a create; anything later is a failover, a hand-over or a restart.
     if (entry.epoch > 1) console.log(`cluster: taking ${k} over at epoch ${entry.epoch}`);
     const prepare = (this.#opts.hooks?.beforeServing?.(entity) ?? Promise.resolve())
+      // The replicas' copies get the granted epoch with the resync snapshot; so does this one.
+      .then(() => adoptEpoch(this.#local, entity, entry.epoch))
       .catch((err) => console.error(`cluster: preparing ${k} failed: ${err}`))
       .finally(() => {
         this.#paused.delete(k);

@@ -256,3 +256,19 @@ export async function readPosition(redis: Redis, entity: EntityRef): Promise<Pos
     exists: seq !== null || (await redis.exists(meta)) === 1,
   };
 }
+
+// KEYS[1] the entity's meta; ARGV[1] the epoch granted.
+const ADOPT_EPOCH_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1])
+return 1
+`;
+
+/**
+ * Raises the local copy's epoch to the one this node was just granted (never lowers it). A new
+ * owner calls it before serving, so its copy and the snapshots its replicas get agree.
+ */
+export async function adoptEpoch(redis: Redis, entity: EntityRef, epoch: number): Promise<void> {
+  await redis.eval(ADOPT_EPOCH_LUA, 1, scriptKeys(entity, ["", "", ""])[0], epoch);
+}
