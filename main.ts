@@ -133,8 +133,11 @@ export async function startNode(config: Config): Promise<RunningNode> {
       // while this node drains.
       await backup.flush().catch((err) => console.error(`backup: final pass failed: ${err}`));
       await backup.stop();
-      await cluster?.stop({ handOver: true });
-      notifier.wakeAll(); // long polls end now instead of at their deadline
+      await cluster?.handOverAll();
+      // Long polls end now instead of at their deadline: those of HTTP clients and those other
+      // nodes forwarded here, which the gRPC server would otherwise wait for.
+      notifier.wakeAll();
+      await cluster?.stop({ handOver: false });
       await server.shutdown();
       queues.close();
       await limiter.close();

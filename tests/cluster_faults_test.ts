@@ -66,6 +66,20 @@ function brief(s: ClusterStatus | undefined): string {
   return `controller ${s.controller}; nodes ${nodes}; ${entities}`;
 }
 
+/** Three producers and two consumers over every queue, for at most a minute. */
+function steadyLoad(c: Cluster, history?: History): LoadDriver {
+  return new LoadDriver({
+    base: c.url,
+    token: c.token,
+    queues: QUEUES,
+    producers: 3,
+    consumers: 2,
+    maxMessages: 20_000,
+    maxDurationMs: 60_000,
+    history,
+  });
+}
+
 /** Waits until the driver has `n` more acknowledged sends than now. */
 async function moreAcknowledged(c: Cluster, driver: LoadDriver, n: number, timeoutMs = 30_000) {
   const target = driver.acknowledged + n;
@@ -260,16 +274,7 @@ Deno.test({
         );
 
         await step(t, "SIGTERM under load hands every owned queue over, then exits 0", async () => {
-          const load = new LoadDriver({
-            base: c.url,
-            token: c.token,
-            queues: QUEUES,
-            producers: 3,
-            consumers: 2,
-            maxMessages: 20_000,
-            maxDurationMs: 60_000,
-            history: driver.history,
-          });
+          const load = steadyLoad(c, driver.history);
           try {
             load.start();
             await moreAcknowledged(c, load, 100);
@@ -561,15 +566,7 @@ Deno.test({
     const sessionTimeoutMs = 4000;
     await withCluster({ sessionTimeoutMs }, async (c) => {
       await createQueues(c, QUEUES);
-      const driver = new LoadDriver({
-        base: c.url,
-        token: c.token,
-        queues: QUEUES,
-        producers: 3,
-        consumers: 2,
-        maxMessages: 20_000,
-        maxDurationMs: 60_000,
-      });
+      const driver = steadyLoad(c);
       try {
         driver.start();
         await moreAcknowledged(c, driver, 100);

@@ -461,19 +461,24 @@ export class ClusterNode implements EntityRouter {
     }
   }
 
-  /** Hands every owned entity to an in-sync replica, then leaves the cluster. */
-  async stop(opts: { handOver?: boolean } = {}): Promise<void> {
+  /** Stops rebalancing and hands every owned entity to a live replica (the first of a shutdown). */
+  async handOverAll(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#rebalanceTimer);
-    if (opts.handOver !== false) {
-      const owned = this.ownership.list().filter((e) => e.owner === this.#config.nodeId);
-      await Promise.all(owned.map(async (e) => {
-        const live = e.replicas.filter((r) => this.membership.member(r));
-        for (const target of live) {
-          if (await this.handOver(e.entity, target, 3000)) return;
-        }
-      }));
-    }
+    const owned = this.ownership.list().filter((e) => e.owner === this.#config.nodeId);
+    await Promise.all(owned.map(async (e) => {
+      const live = e.replicas.filter((r) => this.membership.member(r));
+      for (const target of live) {
+        if (await this.handOver(e.entity, target, 3000)) return;
+      }
+    }));
+  }
+
+  /** Hands every owned entity over (unless `handOver: false`), then leaves the cluster. */
+  async stop(opts: { handOver?: boolean } = {}): Promise<void> {
+    if (opts.handOver !== false) await this.handOverAll();
+    this.#stopped = true;
+    clearInterval(this.#rebalanceTimer);
     await this.#controller?.stop();
     await this.membership.stop();
     this.ownership.stop();
