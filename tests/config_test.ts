@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, configHelp, loadConfig, SETTINGS } from "../src/config/load.ts";
 import { runMomd } from "./support/process.ts";
+import { makeTlsFiles, type TlsFiles } from "./support/tls.ts";
 
 const SECRET = "0123456789abcdef0123456789abcdef";
 const REQUIRED = { MOMD_JWT_SECRET: SECRET, MOMD_ADMIN_PASSWORD: "admin-password" };
@@ -106,6 +107,89 @@ Deno.test("config: --help text lists every setting with its flag and variable", 
   }
 });
 
+/** The three gRPC TLS settings for node1's files, as environment variables. */
+function tlsEnv(files: TlsFiles): Record<string, string> {
+  return {
+    MOMD_GRPC_TLS_CERT: files.node1.cert,
+    MOMD_GRPC_TLS_KEY: files.node1.key,
+    MOMD_GRPC_TLS_CA: files.ca,
+  };
+}
+
+Deno.test("config: gRPC TLS files are read once, at load, all three or none", async () => {
+  const files = await makeTlsFiles();
+  try {
+    assert.equal(loadConfig([], REQUIRED).grpcTls, undefined);
+    const cfg = loadConfig([], { ...REQUIRED, ...tlsEnv(files) });
+    assert.deepEqual(cfg.grpcTls, {
+      cert: await Deno.readFile(files.node1.cert),
+      key: await Deno.readFile(files.node1.key),
+      ca: await Deno.readFile(files.ca),
+    });
+    assert.equal(cfg.grpcTlsCert, files.node1.cert);
+    const flags = loadConfig([
+      `--grpc-tls-cert=${files.node2.cert}`,
+      "--grpc-tls-key",
+      files.node2.key,
+      `--grpc-tls-ca=${files.ca}`,
+    ], REQUIRED);
+    assert.deepEqual(flags.grpcTls?.cert, await Deno.readFile(files.node2.cert));
+  } finally {
+    await files.remove();
+  }
+});
+
+Deno.test("config: bad gRPC TLS settings name the setting", async () => {
+  const files = await makeTlsFiles();
+  const dir = files.dir;
+  const notPem = `${dir}/not-pem.txt`;
+  const encrypted = `${dir}/encrypted.key`;
+  const garbled = `${dir}/garbled.crt`;
+  await Deno.writeTextFile(notPem, "certificate: yes\n");
+  await Deno.writeTextFile(
+    garbled,
+    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+  );
+  // Only the label matters: gRPC cannot use an encrypted key whatever it holds.
+  await Deno.writeTextFile(
+    encrypted,
+    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+  );
+  const all = tlsEnv(files);
+  const without = (name: string) =>
+    Object.fromEntries(Object.entries(all).filter(([k]) => k !== name));
+  try {
+    const cases: [Record<string, string>, RegExp][] = [
+      [
+        without("MOMD_GRPC_TLS_KEY"),
+        /^MOMD_GRPC_TLS_KEY \(--grpc-tls-key\): required when MOMD_GRPC_TLS_CERT .* is set/,
+      ],
+      [without("MOMD_GRPC_TLS_CA"), /^MOMD_GRPC_TLS_CA \(--grpc-tls-ca\): required when/],
+      [{ MOMD_GRPC_TLS_CA: files.ca }, /^MOMD_GRPC_TLS_CERT .*required when MOMD_GRPC_TLS_CA/],
+      [{ ...all, MOMD_GRPC_TLS_CERT: "" }, /^MOMD_GRPC_TLS_CERT .*must be a file path/],
+      [
+        { ...all, MOMD_GRPC_TLS_CA: `${dir}/missing.crt` },
+        /^MOMD_GRPC_TLS_CA \(--grpc-tls-ca\): cannot read '.*missing\.crt'/,
+      ],
+      [{ ...all, MOMD_GRPC_TLS_CERT: dir }, /^MOMD_GRPC_TLS_CERT .*cannot read/],
+      [{ ...all, MOMD_GRPC_TLS_CERT: notPem }, /^MOMD_GRPC_TLS_CERT .*no PEM certificate/],
+      [{ ...all, MOMD_GRPC_TLS_CA: files.node1.key }, /^MOMD_GRPC_TLS_CA .*no PEM certificate/],
+      [{ ...all, MOMD_GRPC_TLS_CA: garbled }, /^MOMD_GRPC_TLS_CA .*cannot be parsed/],
+      [{ ...all, MOMD_GRPC_TLS_KEY: files.node1.cert }, /^MOMD_GRPC_TLS_KEY .*no PEM private key/],
+      [{ ...all, MOMD_GRPC_TLS_KEY: encrypted }, /^MOMD_GRPC_TLS_KEY .*is encrypted/],
+      [
+        { ...all, MOMD_GRPC_TLS_KEY: files.node2.key },
+        /^MOMD_GRPC_TLS_KEY .*is not the key of the certificate/,
+      ],
+    ];
+    for (const [env, expected] of cases) {
+      assert.match(configError([], { ...REQUIRED, ...env }), expected, JSON.stringify(env));
+    }
+  } finally {
+    await files.remove();
+  }
+});
+
 /** A configuration error as a person sees it: exit code 2, one message, no stack trace. */
 function assertConfigExit(result: { code: number; stderr: string }, setting: string): void {
   assert.equal(result.code, 2, result.stderr);
@@ -126,6 +210,27 @@ Deno.test("config: momd serve stops with exit code 2 and names the bad setting",
   await t.step("a token lifetime that is not a number", async () => {
     const res = await runMomd(["serve"], { ...REQUIRED, MOMD_TOKEN_TTL_SECONDS: "abc" });
     assertConfigExit(res, "MOMD_TOKEN_TTL_SECONDS");
+  });
+  await t.step("gRPC TLS: a certificate without its key and CA", async () => {
+    const res = await runMomd(["serve"], { ...REQUIRED, MOMD_GRPC_TLS_CERT: "/tls/node.crt" });
+    assertConfigExit(res, "MOMD_GRPC_TLS_KEY");
+  });
+  await t.step("gRPC TLS: a file that cannot be read, or is not PEM", async () => {
+    const files = await makeTlsFiles();
+    try {
+      const missing = { ...tlsEnv(files), MOMD_GRPC_TLS_CA: `${files.dir}/missing-ca.crt` };
+      const unreadable = await runMomd(["serve"], { ...REQUIRED, ...missing });
+      assertConfigExit(unreadable, "MOMD_GRPC_TLS_CA");
+      assert.match(unreadable.stderr, /cannot read '.*missing-ca\.crt'/);
+      const notPem = `${files.dir}/not-pem.key`;
+      await Deno.writeTextFile(notPem, "hello\n");
+      const wrong = { ...tlsEnv(files), MOMD_GRPC_TLS_KEY: notPem };
+      const res = await runMomd(["serve"], { ...REQUIRED, ...wrong });
+      assertConfigExit(res, "MOMD_GRPC_TLS_KEY");
+      assert.match(res.stderr, /no PEM private key/);
+    } finally {
+      await files.remove();
+    }
   });
   await t.step("an unknown flag", async () => {
     const res = await runMomd(["serve", "--no-such-setting", "1"], REQUIRED);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { Redis } from "ioredis";
 import grpc from "@grpc/grpc-js";
 import { BrokerError } from "../src/broker/errors.ts";
@@ -11,7 +12,7 @@ import { type ForwardHandler, ReplicationServer } from "../src/replication/serve
 import { Shipper, type ShipperOptions } from "../src/replication/shipper.ts";
 import { PeerClients, type ReplicateCall } from "../src/replication/peers.ts";
 import { momdProto } from "../src/replication/proto.ts";
-import { secretMatches } from "../src/replication/grpc_auth.ts";
+import { authenticatedServer, bindServer, secretMatches } from "../src/replication/grpc_auth.ts";
 import { readPosition, restoreSnapshot, takeSnapshot } from "../src/replication/snapshot.ts";
 import { freePort, type RedisServer, startRedis } from "./support/services.ts";
 import { dumpEntity } from "./support/state.ts";
@@ -672,7 +673,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "forwarding over gRPC: Forward.Http round-trips a request with its principal",
+  name: "forwarding over gRPC: a forwarded request round-trips with its principal",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -768,6 +769,67 @@ Deno.test({
       peers.close();
       await server.stop();
       await plain.stop();
+      conn.disconnect();
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "forwarding over gRPC: requests share a stream and are answered as each is ready; " +
+    "a node without the stream gets unary calls",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const redis = await startRedis();
+    const conn = new Redis(redis.url);
+    let releaseSlow!: () => void;
+    const slowGate = new Promise<void>((resolve) => releaseSlow = resolve);
+    const forward: ForwardHandler = async ({ request }) => {
+      const path = new URL(request.url).pathname;
+      if (path === "/slow") await slowGate;
+      if (path === "/fail") throw new Error("the handler broke");
+      return new Response(path);
+    };
+    const server = await ReplicationServer.start({
+      listen: "127.0.0.1:0",
+      secret: SECRET,
+      redis: conn,
+      applier: { apply: () => Promise.resolve("applied" as const) },
+      forward,
+    });
+    // A node of an earlier version: Forward.Http only.
+    const earlier = authenticatedServer(SECRET);
+    earlier.addService(momdProto().Forward.service, {
+      // deno-lint-ignore no-explicit-any
+      Http: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) =>
+        cb(null, { status: 200, headers: [], body: Buffer.from(`unary ${call.request.path}`) }),
+    });
+    const earlierAddress = `127.0.0.1:${await bindServer(earlier, "127.0.0.1:0")}`;
+    const peers = new PeerClients({ secret: SECRET });
+    const get = async (address: string, path: string) =>
+      await (await peers.forwardHttp(address, new Request(`http://x${path}`), null)).text();
+    try {
+      const slow = get(server.address, "/slow");
+      // The request still being served holds nothing up.
+      assert.equal(await get(server.address, "/fast"), "/fast");
+      await assert.rejects(
+        () => get(server.address, "/fail"),
+        (err) =>
+          isCode("unavailable")(err) &&
+          /INTERNAL the handler broke/.test((err as BrokerError).detail),
+      );
+      // A request that failed does not end the stream.
+      assert.equal(await get(server.address, "/after"), "/after");
+      releaseSlow();
+      assert.equal(await slow, "/slow");
+
+      assert.equal(await get(earlierAddress, "/a"), "unary /a");
+      assert.equal(await get(earlierAddress, "/b"), "unary /b");
+    } finally {
+      peers.close();
+      earlier.forceShutdown();
+      await server.stop();
       conn.disconnect();
       await redis.stop();
     }

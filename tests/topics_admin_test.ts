@@ -283,12 +283,18 @@ Deno.test("topics: bad input is a 400 problem and changes nothing", async (t) =>
     );
 
     await t.step("a request body above the node's limit is a 413", async () => {
-      const res = await api.call("POST", "/v1/topics/t1/messages", {
-        token,
-        body: { messages: [{ body: "x".repeat(70 * 1024) }] },
-      });
+      const body = JSON.stringify({ messages: [{ body: "x".repeat(70 * 1024) }] });
+      const res = await api.call("POST", "/v1/topics/t1/messages", { token, rawBody: body });
       assert.equal(res.status, 413);
       isProblem(res);
+      // The same with its length declared (as HTTP clients send it): judged from the header.
+      const declared = await api.call("POST", "/v1/topics/t1/messages", {
+        token,
+        rawBody: body,
+        headers: { "content-length": String(body.length) },
+      });
+      assert.equal(declared.status, 413);
+      isProblem(declared);
       await assertUnchanged();
     });
 

@@ -1,4 +1,5 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { Config } from "../config/schema.ts";
 import type { TokenService } from "../auth/tokens.ts";
@@ -49,16 +50,20 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.notFound((c) => problem(c, 404, `no route for ${c.req.method} ${c.req.path}`));
 
   app.use("*", clientIp(deps.config.trustedProxies));
-  app.use(
-    "*",
-    bodyLimit({
-      maxSize: deps.config.maxBodyBytes,
-      onError: (c) =>
-        problem(c, 413, `request body larger than ${deps.config.maxBodyBytes} bytes`, {
-          code: "too_large",
-        }),
-    }),
-  );
+  const tooLarge = (c: Context) =>
+    problem(c, 413, `request body larger than ${deps.config.maxBodyBytes} bytes`, {
+      code: "too_large",
+    });
+  const limitStream = bodyLimit({ maxSize: deps.config.maxBodyBytes, onError: tooLarge });
+  app.use("*", (c, next) => {
+    // A declared length is checked from the header alone: hono's bodyLimit reads
+    // `request.body` first, which turns every body into a stream. Chunked bodies are counted.
+    const length = c.req.header("content-length");
+    if (length === undefined || c.req.header("transfer-encoding") !== undefined) {
+      return limitStream(c, next);
+    }
+    return Number(length) > deps.config.maxBodyBytes ? Promise.resolve(tooLarge(c)) : next();
+  });
 
   registerHealthRoutes(app, deps);
   registerDocsRoutes(app);

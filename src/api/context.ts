@@ -22,3 +22,16 @@ export function forwardedOf(c: Context): ForwardedEnv["forwarded"] | undefined {
   const env = c.env as Partial<ForwardedEnv> | undefined;
   return env && typeof env === "object" && "forwarded" in env ? env.forwarded : undefined;
 }
+
+/**
+ * The request's abort signal when the request may wait (a long poll), otherwise undefined.
+ * Deno.serve builds the signal on first access and, in its legacy mode, aborts it after every
+ * successful response (an exception object per request, and a warning): a request that answers
+ * at once has no wait to cut short, so it never touches the signal.
+ */
+export function longPollSignal(
+  c: Context,
+  waitSeconds: number | undefined,
+): AbortSignal | undefined {
+  return waitSeconds ? c.req.raw.signal : undefined;
+}

@@ -96,7 +96,7 @@ export class ClusterNode implements EntityRouter {
       grpc: config.grpcAdvertise ?? config.grpcListen,
     });
     this.ownership = new Ownership(zk, me);
-    this.peers = new PeerClients({ secret: config.clusterSecret! });
+    this.peers = new PeerClients({ secret: config.clusterSecret!, tls: config.grpcTls });
     this.shipper = new Shipper({
       nodeId: config.nodeId,
       peers: this.peers,
@@ -150,6 +150,7 @@ export class ClusterNode implements EntityRouter {
     this.#server = await ReplicationServer.start({
       listen: this.#config.grpcListen,
       secret: this.#config.clusterSecret!,
+      tls: this.#config.grpcTls,
       redis: this.#local,
       applier: store,
       fence: (e) => this.ownership.knownEpoch(e),

@@ -1,5 +1,6 @@
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { z } from "zod";
-import { type Config, ConfigSchema } from "./schema.ts";
+import { type Config, ConfigSchema, type GrpcTls } from "./schema.ts";
 
 type Field = keyof z.infer<typeof ConfigSchema>;
 
@@ -75,6 +76,24 @@ export const SETTINGS: readonly Setting[] = [
     env: "MOMD_CLUSTER_SECRET",
     flag: "cluster-secret",
     help: "shared secret of inter-node calls, 32+ characters",
+  },
+  {
+    field: "grpcTlsCert",
+    env: "MOMD_GRPC_TLS_CERT",
+    flag: "grpc-tls-cert",
+    help: "PEM certificate of this node for inter-node gRPC TLS (with key and CA)",
+  },
+  {
+    field: "grpcTlsKey",
+    env: "MOMD_GRPC_TLS_KEY",
+    flag: "grpc-tls-key",
+    help: "PEM private key of that certificate (unencrypted)",
+  },
+  {
+    field: "grpcTlsCa",
+    env: "MOMD_GRPC_TLS_CA",
+    flag: "grpc-tls-ca",
+    help: "PEM CA certificate(s) that peers' certificates must be signed by",
   },
   {
     field: "zkRoot",
@@ -254,6 +273,7 @@ export function loadConfig(
       "MOMD_CLUSTER_SECRET (--cluster-secret): required when MOMD_ZOOKEEPER is set",
     );
   }
+  const grpcTls = readGrpcTls(cfg);
   let jwtSecret = cfg.jwtSecret;
   let adminPassword = cfg.adminPassword;
   if (!cfg.devMode) {
@@ -270,7 +290,104 @@ export function loadConfig(
   jwtSecret ??= randomSecret();
   const adminPasswordGenerated = adminPassword === undefined;
   adminPassword ??= randomSecret().slice(0, 20);
-  return { ...cfg, jwtSecret, adminPassword, adminPasswordGenerated };
+  return { ...cfg, jwtSecret, adminPassword, adminPasswordGenerated, grpcTls };
+}
+
+function settingName(field: Field): string {
+  const s = SETTINGS.find((s) => s.field === field)!;
+  return `${s.env} (--${s.flag})`;
+}
+
+const TLS_FIELDS = ["grpcTlsCert", "grpcTlsKey", "grpcTlsCa"] as const;
+
+/** PEM blocks of a file: the label after BEGIN and the whole block. */
+function pemBlocks(text: string): { label: string; block: string }[] {
+  const re = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]*?-----END \1-----/g;
+  return [...text.matchAll(re)].map((m) => ({ label: m[1], block: m[0] }));
+}
+
+/**
+ * Reads the gRPC TLS files, all three or none, and checks them now, so a wrong file stops the
+ * node at start with the setting's name instead of failing every peer connection later.
+ */
+function readGrpcTls(cfg: z.infer<typeof ConfigSchema>): GrpcTls | undefined {
+  const given = TLS_FIELDS.filter((f) => cfg[f] !== undefined);
+  if (given.length === 0) return undefined;
+  if (given.length < TLS_FIELDS.length) {
+    const missing = TLS_FIELDS.find((f) => cfg[f] === undefined)!;
+    throw new ConfigError(
+      `${settingName(missing)}: required when ${settingName(given[0])} is set ` +
+        "(gRPC TLS needs the certificate, the key and the CA, or none of them)",
+    );
+  }
+  const read = (field: (typeof TLS_FIELDS)[number]): { bytes: Uint8Array; text: string } => {
+    const path = cfg[field]!;
+    let bytes: Uint8Array;
+    try {
+      bytes = Deno.readFileSync(path);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new ConfigError(`${settingName(field)}: cannot read '${path}': ${why}`);
+    }
+    return { bytes, text: new TextDecoder().decode(bytes) };
+  };
+  const certificates = (field: "grpcTlsCert" | "grpcTlsCa") => {
+    const { bytes, text } = read(field);
+    const blocks = pemBlocks(text).filter((b) => b.label === "CERTIFICATE");
+    if (blocks.length === 0) {
+      throw new ConfigError(
+        `${settingName(field)}: '${cfg[field]}' holds no PEM certificate ` +
+          "(-----BEGIN CERTIFICATE-----)",
+      );
+    }
+    const parsed = blocks.map((b) => {
+      try {
+        return new X509Certificate(b.block);
+      } catch (err) {
+        throw new ConfigError(
+          `${settingName(field)}: '${cfg[field]}' holds a certificate that cannot be parsed: ` +
+            (err instanceof Error ? err.message : String(err)),
+        );
+      }
+    });
+    return { bytes, parsed };
+  };
+  const cert = certificates("grpcTlsCert");
+  const ca = certificates("grpcTlsCa");
+  const keyFile = read("grpcTlsKey");
+  const keyBlock = pemBlocks(keyFile.text).find((b) => b.label.endsWith("PRIVATE KEY"));
+  if (!keyBlock) {
+    throw new ConfigError(
+      `${settingName("grpcTlsKey")}: '${cfg.grpcTlsKey}' holds no PEM private key ` +
+        "(-----BEGIN PRIVATE KEY-----)",
+    );
+  }
+  // gRPC takes no passphrase, so an encrypted key could never be used.
+  if (
+    keyBlock.label === "ENCRYPTED PRIVATE KEY" || /Proc-Type: *4, *ENCRYPTED/.test(keyBlock.block)
+  ) {
+    throw new ConfigError(
+      `${settingName("grpcTlsKey")}: '${cfg.grpcTlsKey}' is encrypted; gRPC needs the key ` +
+        "unencrypted (protect the file by its permissions)",
+    );
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(keyBlock.block);
+  } catch (err) {
+    throw new ConfigError(
+      `${settingName("grpcTlsKey")}: '${cfg.grpcTlsKey}' holds a private key that cannot be ` +
+        `parsed: ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  // The first certificate of the file is the node's own; the rest is its chain.
+  if (!cert.parsed[0].checkPrivateKey(key)) {
+    throw new ConfigError(
+      `${settingName("grpcTlsKey")}: '${cfg.grpcTlsKey}' is not the key of the certificate in ` +
+        `'${cfg.grpcTlsCert}' (${settingName("grpcTlsCert")})`,
+    );
+  }
+  return { cert: cert.bytes, key: keyFile.bytes, ca: ca.bytes };
 }
 
 function randomSecret(): string {

@@ -25,6 +25,10 @@ export const ConfigSchema = z.object({
     .optional(),
   /** Shared secret every inter-node gRPC call carries (required with ZooKeeper). */
   clusterSecret: z.string().min(32, "must be at least 32 characters").optional(),
+  /** Inter-node gRPC over mutual TLS: PEM files, all three or none (read by loadConfig). */
+  grpcTlsCert: z.string().min(1, "must be a file path").optional(),
+  grpcTlsKey: z.string().min(1, "must be a file path").optional(),
+  grpcTlsCa: z.string().min(1, "must be a file path").optional(),
   zkRoot: z.string().regex(/^(\/[A-Za-z0-9_.-]+)+$/, "must be an absolute znode path").default(
     "/momd",
   ),
@@ -65,10 +69,26 @@ export const ConfigSchema = z.object({
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });
 
+/**
+ * The contents of the gRPC TLS files (PEM), read once when the configuration is loaded. The node's
+ * certificate and key serve its gRPC server and also identify it as a client of its peers; peers
+ * are verified against the CA.
+ */
+export interface GrpcTls {
+  /** This node's certificate (chain). */
+  cert: Uint8Array;
+  /** Its private key, unencrypted. */
+  key: Uint8Array;
+  /** The CA certificate(s) every node's certificate is checked against. */
+  ca: Uint8Array;
+}
+
 /** A validated node configuration. */
 export type Config = z.infer<typeof ConfigSchema> & {
   jwtSecret: string;
   adminPassword: string;
   /** Development mode generated the admin's password (so the node prints it once). */
   adminPasswordGenerated: boolean;
+  /** Set when the three gRPC TLS settings are: inter-node gRPC runs over mutual TLS. */
+  grpcTls?: GrpcTls;
 };

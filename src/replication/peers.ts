@@ -8,7 +8,8 @@ import grpc from "@grpc/grpc-js";
 import { BrokerError } from "../broker/errors.ts";
 import type { EntityRef } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
-import { clientOptions } from "./grpc_auth.ts";
+import { clientOptions, type GrpcTls, peerChannel } from "./grpc_auth.ts";
+import { ForwardStream, type WireHttpRequest, type WireHttpResponse } from "./forward_stream.ts";
 import {
   fromWireSnapshot,
   momdProto,
@@ -36,6 +37,8 @@ const HOP_BY_HOP = new Set([
   "host",
 ]);
 
+const EMPTY_BODY = Buffer.alloc(0);
+
 /** Turns a failed call into BrokerError("unavailable"), so the API answers 503 Retry-After. */
 function unavailable(what: string, err: unknown): BrokerError {
   const e = err as grpc.ServiceError;
@@ -46,20 +49,28 @@ function unavailable(what: string, err: unknown): BrokerError {
 /** Channels to the other nodes, keyed by gRPC address. */
 export class PeerClients {
   readonly #options: grpc.ClientOptions;
+  readonly #tls?: GrpcTls;
   // deno-lint-ignore no-explicit-any
   #replication = new Map<string, any>();
   // deno-lint-ignore no-explicit-any
   #forward = new Map<string, any>();
+  /** The open Forward.Stream per address. */
+  #streams = new Map<string, ForwardStream>();
+  /** Addresses whose node answered Forward.Stream with UNIMPLEMENTED (an earlier version). */
+  #unaryForward = new Set<string>();
 
-  constructor(opts: { secret: string }) {
+  /** `tls`: connect over mutual TLS (this node's certificate, peers checked against the CA). */
+  constructor(opts: { secret: string; tls?: GrpcTls }) {
     this.#options = clientOptions(opts.secret);
+    this.#tls = opts.tls;
   }
 
   // deno-lint-ignore no-explicit-any
   #client(map: Map<string, any>, ctor: grpc.ServiceClientConstructor, address: string): any {
     let client = map.get(address);
     if (!client) {
-      client = new ctor(address, grpc.credentials.createInsecure(), this.#options);
+      const channel = peerChannel(address, this.#tls);
+      client = new ctor(address, channel.credentials, { ...this.#options, ...channel.options });
       map.set(address, client);
     }
     return client;
@@ -108,7 +119,9 @@ export class PeerClients {
 
   /**
    * Sends an HTTP request to the node at `address`, which serves it as its own, with the caller
-   * this node authenticated. Failures to reach it are BrokerError("unavailable").
+   * this node authenticated: over the node's Forward.Stream (forward_stream.ts), or a unary
+   * Forward.Http call if the node does not serve the stream. Failures to reach it are
+   * BrokerError("unavailable").
    */
   async forwardHttp(
     address: string,
@@ -116,43 +129,83 @@ export class PeerClients {
     principal: Principal | null,
     opts: { deadlineMs?: number } = {},
   ): Promise<Response> {
-    const url = new URL(request.url);
-    const body = request.body ? new Uint8Array(await request.arrayBuffer()) : new Uint8Array();
-    const headers = [...request.headers].filter(([name]) => !HOP_BY_HOP.has(name.toLowerCase()))
-      .map(([name, value]) => ({ name, value }));
-    const client = this.#client(this.#forward, momdProto().Forward, address);
-    const res = await new Promise<
-      { status: number; headers: { name: string; value: string }[]; body: Uint8Array }
-    >((resolve, reject) => {
-      client.Http(
-        {
-          method: request.method,
-          path: url.pathname + url.search,
-          headers,
-          body: Buffer.from(body),
-          principal: principal ? { username: principal.username, role: principal.role } : null,
-        },
-        { deadline: Date.now() + (opts.deadlineMs ?? 60_000) },
-        // deno-lint-ignore no-explicit-any
-        (err: grpc.ServiceError | null, out: any) => {
-          if (err) reject(unavailable(`forward to ${address}`, err));
-          else resolve(out);
-        },
-      );
+    // Every forwarded request pays this on the hot path: no URL parsing, no copies of the body.
+    const url = request.url;
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    const headers: { name: string; value: string }[] = [];
+    request.headers.forEach((value, name) => {
+      // The owner takes the forwarded principal as verified and never reads the token.
+      if (!HOP_BY_HOP.has(name) && !(principal && name === "authorization")) {
+        headers.push({ name, value });
+      }
     });
+    const wire: WireHttpRequest = {
+      method: request.method,
+      path: pathStart < 0 ? "/" : url.slice(pathStart),
+      headers,
+      // Not `request.body`: reading that property turns the body into a stream first.
+      body: request.method === "GET" || request.method === "HEAD"
+        ? EMPTY_BODY
+        : Buffer.from(await request.arrayBuffer()),
+      principal: principal ? { username: principal.username, role: principal.role } : null,
+    };
+    const deadlineMs = opts.deadlineMs ?? 60_000;
+    let res: WireHttpResponse;
+    try {
+      res = this.#unaryForward.has(address)
+        ? await this.#forwardUnary(address, wire, deadlineMs)
+        : await this.#forwardStream(address).send(wire, deadlineMs).catch((err) => {
+          if (err.code !== grpc.status.UNIMPLEMENTED) throw err;
+          // A node of an earlier version: it never saw the request, so sending it again is safe.
+          this.#unaryForward.add(address);
+          return this.#forwardUnary(address, wire, deadlineMs);
+        });
+    } catch (err) {
+      throw unavailable(`forward to ${address}`, err);
+    }
     const out = new Headers();
     for (const h of res.headers ?? []) {
       if (!HOP_BY_HOP.has(h.name.toLowerCase())) out.append(h.name, h.value);
     }
     const nullBody = [101, 103, 204, 205, 304].includes(res.status);
-    return new Response(nullBody ? null : new Uint8Array(res.body ?? []), {
+    return new Response(nullBody ? null : res.body ?? EMPTY_BODY, {
       status: res.status,
       headers: out,
     });
   }
 
+  #forwardStream(address: string): ForwardStream {
+    let stream = this.#streams.get(address);
+    if (!stream?.open) {
+      const client = this.#client(this.#forward, momdProto().Forward, address);
+      const opened: ForwardStream = new ForwardStream(client.Stream(), () => {
+        if (this.#streams.get(address) === opened) this.#streams.delete(address);
+      });
+      this.#streams.set(address, opened);
+      stream = opened;
+    }
+    return stream;
+  }
+
+  #forwardUnary(
+    address: string,
+    wire: WireHttpRequest,
+    deadlineMs: number,
+  ): Promise<WireHttpResponse> {
+    const client = this.#client(this.#forward, momdProto().Forward, address);
+    return new Promise((resolve, reject) => {
+      client.Http(
+        wire,
+        { deadline: Date.now() + deadlineMs },
+        (err: grpc.ServiceError | null, out: WireHttpResponse) => err ? reject(err) : resolve(out),
+      );
+    });
+  }
+
   /** Drops the channel to one address (its node moved or went away). */
   forget(address: string): void {
+    this.#streams.get(address)?.close();
+    this.#unaryForward.delete(address);
     for (const map of [this.#replication, this.#forward]) {
       map.get(address)?.close();
       map.delete(address);
@@ -161,6 +214,8 @@ export class PeerClients {
 
   /** Closes every channel. */
   close(): void {
+    for (const stream of [...this.#streams.values()]) stream.close();
+    this.#unaryForward.clear();
     for (const map of [this.#replication, this.#forward]) {
       for (const c of map.values()) c.close();
       map.clear();

@@ -13,7 +13,8 @@
  *   - a record beyond the next expected sequence number: `gap`;
  *   - a record already held: skipped (acknowledged).
  * - `Snapshot` / `Position`: the entity as held here (snapshot.ts).
- * - `Forward.Http`: serves a request forwarded by another node through the injected handler.
+ * - `Forward.Http` / `Forward.Stream`: serve requests forwarded by another node through the
+ *   injected handler, one per call or many over one stream.
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "ioredis";
@@ -22,7 +23,7 @@ import { BrokerError } from "../broker/errors.ts";
 import type { EntityRef } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
 import type { ReplicationRecord } from "./record.ts";
-import { authenticatedServer, bindServer } from "./grpc_auth.ts";
+import { authenticatedServer, bindServer, type GrpcTls } from "./grpc_auth.ts";
 import {
   fromWireEntity,
   fromWireRecord,
@@ -59,6 +60,8 @@ export interface ReplicationServerOptions {
   listen: string;
   /** The shared cluster secret every call must carry. */
   secret: string;
+  /** Serve over mutual TLS (peers must present a certificate signed by its CA); default none. */
+  tls?: GrpcTls;
   /** The node's local Redis (snapshots, positions, restores). */
   redis: Redis;
   /** Applies records (the node's Store). */
@@ -98,6 +101,15 @@ function toWireAck(r: EntityResult): WireEntityAck {
     error: r.error,
     detail: r.detail,
   };
+}
+
+/** The gRPC status a failed handler answers with. */
+function statusOf(err: unknown): grpc.status {
+  if (err instanceof BrokerError && err.code === "unavailable") return grpc.status.UNAVAILABLE;
+  if (err instanceof Error && err.message.startsWith("invalid")) {
+    return grpc.status.INVALID_ARGUMENT;
+  }
+  return grpc.status.INTERNAL;
 }
 
 /** The gRPC server of one node. */
@@ -144,13 +156,15 @@ export class ReplicationServer {
         }
         this.#unary(cb, () => this.#forward(call.request));
       },
+      // deno-lint-ignore no-explicit-any
+      Stream: (call: grpc.ServerDuplexStream<any, any>) => this.#forwardStream(call),
     });
   }
 
   /** Starts the server on `opts.listen`. */
   static async start(opts: ReplicationServerOptions): Promise<ReplicationServer> {
     const s = new ReplicationServer(opts);
-    s.#port = await bindServer(s.#server, opts.listen);
+    s.#port = await bindServer(s.#server, opts.listen, { tls: opts.tls });
     return s;
   }
 
@@ -187,14 +201,8 @@ export class ReplicationServer {
   #unary<T>(cb: grpc.sendUnaryData<T>, run: () => Promise<T>): void {
     run().then(
       (value) => cb(null, value),
-      (err) => {
-        const code = err instanceof BrokerError && err.code === "unavailable"
-          ? grpc.status.UNAVAILABLE
-          : err instanceof Error && err.message.startsWith("invalid")
-          ? grpc.status.INVALID_ARGUMENT
-          : grpc.status.INTERNAL;
-        cb({ code, details: err instanceof Error ? err.message : String(err) });
-      },
+      (err) =>
+        cb({ code: statusOf(err), details: err instanceof Error ? err.message : String(err) }),
     );
   }
 
@@ -366,6 +374,47 @@ export class ReplicationServer {
     return result("", "");
   }
 
+  /**
+   * Forward.Stream: serves each request as it arrives and writes its answer, with its call id,
+   * as soon as it is ready; a request that fails gets an answer with `error` set, and the stream
+   * goes on. When the caller ends the stream, it ends once the last answer is written.
+   */
+  // deno-lint-ignore no-explicit-any
+  #forwardStream(call: grpc.ServerDuplexStream<any, any>): void {
+    if (!this.#opts.forward) {
+      call.emit("error", {
+        code: grpc.status.UNIMPLEMENTED,
+        details: "this node does not serve forwarded requests",
+      });
+      return;
+    }
+    let running = 0;
+    let ended = false;
+    const endIfDone = () => {
+      if (ended && running === 0 && call.writable) call.end();
+    };
+    // deno-lint-ignore no-explicit-any
+    call.on("data", (req: any) => {
+      running++;
+      this.#forward(req).then(
+        (res) => ({ ...res, callId: req.callId }),
+        (err) => ({
+          callId: req.callId,
+          error: `${grpc.status[statusOf(err)]} ${err instanceof Error ? err.message : err}`,
+        }),
+      ).then((answer) => {
+        running--;
+        if (!call.cancelled && call.writable) call.write(answer);
+        endIfDone();
+      });
+    });
+    call.on("end", () => {
+      ended = true;
+      endIfDone();
+    });
+    call.on("error", () => {}); // the caller went away: answers still being served are dropped
+  }
+
   // deno-lint-ignore no-explicit-any
   async #forward(req: any): Promise<any> {
     const path = String(req.path ?? "/");
@@ -373,9 +422,13 @@ export class ReplicationServer {
     const headers = new Headers();
     for (const h of req.headers ?? []) headers.append(h.name, h.value);
     const method = String(req.method || "GET").toUpperCase();
-    const body = req.body && req.body.length > 0 && method !== "GET" && method !== "HEAD"
-      ? new Uint8Array(req.body)
-      : undefined;
+    const body: Uint8Array<ArrayBuffer> | undefined =
+      req.body && req.body.length > 0 && method !== "GET" && method !== "HEAD"
+        ? req.body
+        : undefined;
+    // The length is known: without it the body-size limit would stream and copy the body again
+    // (the receiving node checked that limit already).
+    if (body) headers.set("content-length", String(body.length));
     const request = new Request(`http://forwarded${path}`, { method, headers, body });
     const role = req.principal?.role;
     const principal: Principal | null =
@@ -388,7 +441,7 @@ export class ReplicationServer {
     return {
       status: res.status,
       headers: out,
-      body: Buffer.from(new Uint8Array(await res.arrayBuffer())),
+      body: Buffer.from(await res.arrayBuffer()),
     };
   }
 }

@@ -55,7 +55,7 @@ export function compatRouteToOwner(router: EntityRouter | undefined): Middleware
     return await serveOnOwner(c, next, router, entity, {
       create: path.endsWith("/admin/queue_topic/create/"),
       created: successFlag,
-      deleted: async (res) => !!del && await successFlag(res),
+      deleted: del ? successFlag : undefined,
       request,
     });
   };

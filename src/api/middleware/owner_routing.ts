@@ -55,7 +55,9 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
     const root = ENTITY_PATH.exec(path)?.[3] === undefined && !TASK_PATH.test(path);
     return await serveOnOwner(c, next, router, entity, {
       create: root && method === "PUT",
-      deleted: (res) => Promise.resolve(root && method === "DELETE" && res.status === 204),
+      deleted: root && method === "DELETE"
+        ? (res) => Promise.resolve(res.status === 204)
+        : undefined,
     });
   };
 }
@@ -64,8 +66,11 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
 export interface OwnerCallOptions {
   /** The request creates the entity (its name is taken cluster-wide first). */
   create: boolean;
-  /** Whether the answer says the entity is gone (its ownership record is then removed). */
-  deleted: (res: Response) => Promise<boolean>;
+  /**
+   * For a request that may delete the entity: whether the answer says it is gone (its ownership
+   * record is then removed). Absent for every other request, whose answer is then not copied.
+   */
+  deleted?: (res: Response) => Promise<boolean>;
   /** Whether the answer says the create succeeded (default: a 2xx status). */
   created?: (res: Response) => Promise<boolean>;
   /** The request to forward, when the original body was already read. */
@@ -99,6 +104,6 @@ export async function serveOnOwner(
   }
   const created = opts.created ?? ((r: Response) => Promise.resolve(r.status < 300));
   if (route.claimed && !(await created(res.clone()))) await router.createFailed(entity);
-  if (await opts.deleted(res.clone())) await router.deleted(entity);
+  if (opts.deleted && await opts.deleted(res.clone())) await router.deleted(entity);
   if (!route.here) return res;
 }

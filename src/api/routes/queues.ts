@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps } from "../app.ts";
-import type { AppEnv } from "../context.ts";
+import { type AppEnv, longPollSignal } from "../context.ts";
 import { bearer, body, errorResponses, json, ListQuery } from "../schemas/common.ts";
 import {
   AckRequest,
@@ -232,7 +232,7 @@ export function registerQueueRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
     const opts = c.req.valid("json") ?? {};
     const messages = await queues.receive(c.get("principal"), name, {
       ...opts,
-      signal: c.req.raw.signal,
+      signal: longPollSignal(c, opts.waitSeconds),
     });
     return c.json({ messages }, 200);
   });

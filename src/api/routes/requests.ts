@@ -1,5 +1,5 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
-import type { AppEnv } from "../context.ts";
+import { type AppEnv, longPollSignal } from "../context.ts";
 import { BrokerError } from "../../broker/errors.ts";
 import type { RequestService, TaskView } from "../../broker/requests.ts";
 import { bearer, body, errorResponses, json } from "../schemas/common.ts";
@@ -89,7 +89,7 @@ export function registerRequestRoutes(app: OpenAPIHono<AppEnv>, deps: RequestRou
     const view = known(
       await requests.request(c.get("principal"), name, req, {
         waitSeconds,
-        signal: c.req.raw.signal,
+        signal: longPollSignal(c, waitSeconds),
       }),
     );
     const ended = view.status !== "pending" && view.status !== "in_progress";
@@ -101,7 +101,7 @@ export function registerRequestRoutes(app: OpenAPIHono<AppEnv>, deps: RequestRou
     const { waitSeconds } = c.req.valid("query");
     const view = await requests.task(c.get("principal"), taskId, {
       waitSeconds,
-      signal: c.req.raw.signal,
+      signal: longPollSignal(c, waitSeconds),
     });
     return c.json(known(view), 200);
   });

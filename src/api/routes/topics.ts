@@ -1,6 +1,6 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiDeps } from "../app.ts";
-import type { AppEnv } from "../context.ts";
+import { type AppEnv, longPollSignal } from "../context.ts";
 import { bearer, body, errorResponses, json, ListQuery } from "../schemas/common.ts";
 import {
   DeadLettersSchema,
@@ -304,7 +304,7 @@ export function registerTopicRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
     const opts = TopicReceiveBody.parse(c.req.valid("json") ?? {});
     const messages = await topics.receive(c.get("principal"), name, sub, {
       ...opts,
-      signal: c.req.raw.signal,
+      signal: longPollSignal(c, opts.waitSeconds),
     });
     return c.json({ messages }, 200);
   });
