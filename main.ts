@@ -55,12 +55,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
   // and ships every record to the entity's replicas before the change is acknowledged.
   // Not lazy: a backup Redis that is down must not stop the node.
   const backupRedis = connectRedis(config.backupRedisUrl, `momd-${config.nodeId}-backup`);
-  const cluster = config.zookeeper
-    ? await ClusterNode.connect(config, local, {
-      // A new owner restores from the backup first when the backup is newer than its copy.
-      hooks: { beforeServing: (e) => restoreBeforeServing(local, backupRedis, e).then(() => {}) },
-    })
-    : undefined;
+  const cluster = config.zookeeper ? await ClusterNode.connect(config, local) : undefined;
   const backup = new BackupSync({
     local,
     backup: backupRedis,
@@ -78,7 +73,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     // A single node owns everything: bring back what the backup holds before serving.
     try {
       for (const b of await listBackups(backupRedis)) {
-        await restoreBeforeServing(local, backupRedis, b.entity);
+        await restoreBeforeServing(local, backupRedis, store, b.entity);
       }
     } catch (err) {
       console.error(`backup: start-up restore skipped: ${err}`);
@@ -117,6 +112,8 @@ export async function startNode(config: Config): Promise<RunningNode> {
   await cluster?.serve(
     store,
     async (request, principal) => await app.fetch(request, { forwarded: { principal } }),
+    // A new owner restores from the backup first when the backup is newer than its copy.
+    { beforeServing: (e) => restoreBeforeServing(local, backupRedis, store, e).then(() => {}) },
   );
   backup.start();
 

@@ -5,7 +5,7 @@ import { connectRedis } from "../src/redis.ts";
 import type { ReplicationRecord } from "../src/replication/record.ts";
 import { restoreSnapshot, takeSnapshot } from "../src/replication/snapshot.ts";
 import { backupIndexKey, backupKeys } from "../src/backup/keys.ts";
-import { BackupSync, registeredEntities } from "../src/backup/sync.ts";
+import { BackupSync, type BackupSyncOptions, registeredEntities } from "../src/backup/sync.ts";
 import { listBackups, restoreBeforeServing, restoreIfNewer } from "../src/backup/restore.ts";
 import { readBackupHead, writeBackup } from "../src/backup/store.ts";
 import { type RedisServer, startRedis } from "./support/services.ts";
@@ -30,7 +30,8 @@ interface Setup {
   close(): Promise<void>;
 }
 
-async function setup(): Promise<Setup> {
+/** `options` go to the loop under test (`sync`). */
+async function setup(options: Partial<BackupSyncOptions> = {}): Promise<Setup> {
   const holder: { sync?: BackupSync } = {};
   // The store's delete records reach the loop the way the wiring passes them (recordSink).
   const api = await startTestApi({
@@ -44,7 +45,11 @@ async function setup(): Promise<Setup> {
   const backupServer = await startRedis();
   const backup = connectRedis(backupServer.url, "test-backup");
   const logs: string[] = [];
-  const loop = (epochOf: (e: EntityRef) => number, intervalMs = 3_600_000) =>
+  const loop = (
+    epochOf: (e: EntityRef) => number,
+    intervalMs = 3_600_000,
+    more: Partial<BackupSyncOptions> = {},
+  ) =>
     new BackupSync({
       local: api.local,
       backup,
@@ -52,8 +57,9 @@ async function setup(): Promise<Setup> {
       epochOf,
       intervalMs, // by default passes run only through flush()
       log: (m) => logs.push(m),
+      ...more,
     });
-  const sync = loop(() => 0);
+  const sync = loop(() => 0, undefined, options);
   holder.sync = sync;
   const s: Setup = {
     api,
@@ -196,7 +202,7 @@ Deno.test({
       assert.deepEqual(await registeredEntities(s.api.local), []);
 
       for (const b of listed) {
-        const r = await restoreIfNewer(s.api.local, s.backup, b.entity);
+        const r = await restoreIfNewer(s.api.local, s.backup, s.api.store, b.entity);
         assert.equal(r.action, "restored", `${b.entity.name}: ${JSON.stringify(r)}`);
         assert.equal(r.local.exists, false);
         assert.deepEqual(r.backup, { created: b.created, epoch: b.epoch, seq: b.seq });
@@ -247,6 +253,8 @@ Deno.test({
       assert.deepEqual(idle, {
         checked: 3,
         written: 0,
+        appended: 0,
+        records: 0,
         unchanged: 3,
         skipped: 0,
         fenced: 0,
@@ -257,13 +265,14 @@ Deno.test({
       const backupNow = Number(/total_commands_processed:(\d+)/.exec(await s.backup.info())![1]);
       assert.equal(backupNow, backupCalls + 1, "nothing sent to the backup (but INFO)");
 
-      // One entity changes: only it is written, with its new seq.
+      // One entity changes: only its record is sent, appended to its log.
       await a.send({ body: "2" });
       const next = await s.sync.flush();
-      assert.deepEqual({ written: next.written, unchanged: next.unchanged }, {
-        written: 1,
-        unchanged: 2,
-      });
+      assert.deepEqual(
+        { written: next.written, appended: next.appended, unchanged: next.unchanged },
+        { written: 0, appended: 1, unchanged: 2 },
+      );
+      assert.equal(await commandCalls(s.api.local, "eval"), evals, "still no snapshot taken");
       const localSeq = Number(await s.api.local.hget("momd:q:{a}:meta", "seq"));
       const newA = await readBackupHead(s.backup, Q("a"));
       assert.equal(newA?.seq, localSeq);
@@ -274,9 +283,14 @@ Deno.test({
         epoch: 0,
         seq: localSeq,
       });
+      assert.deepEqual(
+        { base: newA!.base, logLen: newA!.logLen },
+        { base: headA!.seq, logLen: localSeq - headA!.seq },
+      );
       const stats = s.sync.stats;
       assert.equal(stats.passes, 3);
-      assert.equal(stats.written, 4);
+      assert.equal(stats.written, 3);
+      assert.equal(stats.appended, 1);
     } finally {
       await s.close();
     }
@@ -329,6 +343,8 @@ Deno.test({
       assert.deepEqual(await notMine.flush(), {
         checked: 1,
         written: 0,
+        appended: 0,
+        records: 0,
         unchanged: 0,
         skipped: 1,
         fenced: 0,
@@ -373,7 +389,7 @@ Deno.test({
       assert.ok((await s.backup.pttl(k.head)) > 0, "the tombstone expires");
       assert.equal(s.sync.stats.deleted, 1);
       assert.equal(
-        (await restoreIfNewer(s.api.local, s.backup, Q("temp"))).action,
+        (await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("temp"))).action,
         "no_backup",
       );
       assert.ok(!s.logs.some((l) => l.includes("missing locally")), s.logs.join("\n"));
@@ -417,14 +433,14 @@ Deno.test({
     const s = await setup();
     try {
       const q = queueOps(s.api, "work");
-      assert.deepEqual(await restoreIfNewer(s.api.local, s.backup, Q("work")), {
+      assert.deepEqual(await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("work")), {
         action: "no_backup",
         local: { created: 0, epoch: 0, seq: 0, exists: false },
       });
       await q.create();
       await q.send({ body: "1" }, { body: "2" });
       await s.sync.flush();
-      const same = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      const same = await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("work"));
       assert.equal(same.action, "up_to_date");
       const { created, epoch, seq } = same.local;
       assert.deepEqual(same.backup, { created, epoch, seq });
@@ -433,7 +449,7 @@ Deno.test({
       await q.send({ body: "3" });
       await q.receive(1);
       const before = await dumpEntity(s.api.local, Q("work"));
-      const newer = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      const newer = await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("work"));
       assert.equal(newer.action, "up_to_date");
       assert.ok(newer.local.seq > newer.backup!.seq);
       assert.deepEqual(await dumpEntity(s.api.local, Q("work")), before);
@@ -447,8 +463,10 @@ Deno.test({
       const latest = await dumpEntity(s.api.local, Q("work"));
       await restoreSnapshot(s.api.local, stale); // the local copy goes back in time
       assert.deepEqual(await dumpEntity(s.api.local, Q("work")), backedUp);
-      const behind = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      const behind = await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("work"));
       assert.equal(behind.action, "restored");
+      // The local copy was a prefix of the backup's history: only the rest was applied.
+      assert.equal(behind.replayed, behind.backup!.seq - behind.local.seq);
       assert.deepEqual(await dumpEntity(s.api.local, Q("work")), latest);
 
       // A leftover of an earlier incarnation, even with a higher epoch, gives way to a backup of
@@ -461,18 +479,21 @@ Deno.test({
       await s.sync.flush();
       const reborn = await dumpEntity(s.api.local, Q("work"));
       await restoreSnapshot(s.api.local, { ...first, epoch: 7 });
-      const leftover = await restoreIfNewer(s.api.local, s.backup, Q("work"));
+      const leftover = await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("work"));
       assert.equal(leftover.action, "restored");
       assert.equal(leftover.local.epoch, 7);
       assert.ok(leftover.backup!.created > leftover.local.created);
       assert.deepEqual(await dumpEntity(s.api.local, Q("work")), reborn);
-      assert.equal((await restoreIfNewer(s.api.local, s.backup, Q("work"))).action, "up_to_date");
+      assert.equal(
+        (await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("work"))).action,
+        "up_to_date",
+      );
 
       // The take-over step waits for an unreachable backup only so long, then serves locally.
       await s.backupServer.stop();
       const logs: string[] = [];
       const started = Date.now();
-      const gaveUp = await restoreBeforeServing(s.api.local, s.backup, Q("work"), {
+      const gaveUp = await restoreBeforeServing(s.api.local, s.backup, s.api.store, Q("work"), {
         patienceMs: 300,
         retryMs: 50,
         log: (m) => logs.push(m),
@@ -536,6 +557,135 @@ Deno.test({
       assert.equal(sync.stats.passes, passes, "no pass after stop()");
     } finally {
       await sync.stop();
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: changes go to the log as records; a restore replays them; the log is compacted",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup({ maxLogRecords: 12 });
+    try {
+      const orders = queueOps(s.api, "orders");
+      const events = topicOps(s.api, "events");
+      await orders.create();
+      await events.create();
+      await events.subscribe("audit");
+      assert.equal((await s.sync.flush()).written, 2);
+      const entities = [Q("orders"), T("events")];
+      const snapshots = await commandCalls(s.api.local, "eval");
+
+      // Every kind of change: sends, a delayed send, receive, ack, publish, topic receive/ack.
+      await orders.send({ body: "o1" }, { body: "o2", attributes: { k: "v" } });
+      await orders.send({ body: "o3", dedupId: "d-3" }, { body: "later", delaySeconds: 600 });
+      const got = await orders.receive(2);
+      await orders.ack([got[0].receipt]);
+      await events.publish("e0", "e1");
+      const ev = await events.receive("audit", 1);
+      await events.ack("audit", [ev[0].receipt]);
+      const pass = await s.sync.flush();
+      assert.deepEqual(
+        { written: pass.written, appended: pass.appended, failed: pass.failed },
+        { written: 0, appended: 2, failed: 0 },
+      );
+      assert.equal(await commandCalls(s.api.local, "eval"), snapshots, "no snapshot taken");
+      const heads = await Promise.all(entities.map((e) => readBackupHead(s.backup, e)));
+      for (const [i, e] of entities.entries()) {
+        const seq = Number(await s.api.local.hget(`momd:${e.type[0]}:{${e.name}}:meta`, "seq"));
+        assert.equal(heads[i]!.seq, seq, e.name);
+        assert.equal(heads[i]!.logLen, seq - heads[i]!.base, e.name);
+      }
+      assert.equal(pass.records, heads[0]!.logLen + heads[1]!.logLen);
+      assert.ok(heads[0]!.logLen >= 4 && heads[1]!.logLen >= 3, JSON.stringify(heads));
+
+      // A wiped node: snapshot plus replayed log give back exactly the state it had.
+      const before = await dumpAll(s.api.local, entities);
+      await s.api.local.flushdb();
+      for (const [i, e] of entities.entries()) {
+        const r = await restoreIfNewer(s.api.local, s.backup, s.api.store, e);
+        assert.equal(r.action, "restored");
+        assert.equal(r.replayed, heads[i]!.logLen);
+      }
+      assert.deepEqual(await dumpAll(s.api.local, entities), before);
+      assert.deepEqual((await orders.receive(10)).map((m) => m.body), ["o3"]);
+      assert.deepEqual((await orders.ack([got[1].receipt]))[0].ok, true);
+      const dup = await orders.send({ body: "o3 again", dedupId: "d-3" });
+      assert.equal(dup.messages[0].duplicate, true);
+
+      // The restore made no records (it is not a change of the owner): nothing to append.
+      // The changes after it are; once the log would pass maxLogRecords (12), a snapshot
+      // replaces snapshot and log.
+      const appended = await s.sync.flush();
+      assert.equal(appended.appended, 1, JSON.stringify(appended));
+      for (let i = 0; i < 12; i++) await orders.send({ body: `more ${i}` });
+      const compacted = await s.sync.flush();
+      assert.equal(compacted.written, 1, JSON.stringify(compacted));
+      const head = await readBackupHead(s.backup, Q("orders"));
+      const seq = Number(await s.api.local.hget("momd:q:{orders}:meta", "seq"));
+      assert.deepEqual({ seq: head!.seq, base: head!.base, logLen: head!.logLen, logBytes: 0 }, {
+        seq,
+        base: seq,
+        logLen: 0,
+        logBytes: head!.logBytes,
+      });
+      assert.equal(await s.backup.llen(backupKeys(Q("orders")).log), 0);
+      await orders.send({ body: "after" });
+      assert.equal((await s.sync.flush()).appended, 1, "appending again after the snapshot");
+
+      const latest = await dumpAll(s.api.local, entities);
+      await s.api.local.flushdb();
+      for (const e of entities) await restoreIfNewer(s.api.local, s.backup, s.api.store, e);
+      assert.deepEqual(await dumpAll(s.api.local, entities), latest);
+    } finally {
+      await s.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "backup: a backup that lost its data, or records that went missing, get a snapshot",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const s = await setup({ maxPendingRecords: 3 });
+    try {
+      const q = queueOps(s.api, "jobs");
+      await q.create();
+      assert.equal((await s.sync.flush()).written, 1);
+      await q.send({ body: "1" });
+      assert.equal((await s.sync.flush()).appended, 1);
+
+      // The backup Redis comes back empty (no persistence): the append finds nothing to
+      // continue, and the loop writes the whole entity instead.
+      await s.backup.flushall();
+      await q.send({ body: "2" });
+      const refilled = await s.sync.flush();
+      assert.deepEqual({ written: refilled.written, appended: refilled.appended }, {
+        written: 1,
+        appended: 0,
+      });
+      const seqOf = async () => Number(await s.api.local.hget("momd:q:{jobs}:meta", "seq"));
+      assert.equal((await readBackupHead(s.backup, Q("jobs")))?.seq, await seqOf());
+
+      // More records than the loop keeps between passes: the oldest are gone, a snapshot
+      // follows.
+      for (let i = 0; i < 4; i++) await q.send({ body: `burst ${i}` });
+      const burst = await s.sync.flush();
+      assert.deepEqual({ written: burst.written, appended: burst.appended }, {
+        written: 1,
+        appended: 0,
+      });
+      const head = await readBackupHead(s.backup, Q("jobs"));
+      assert.deepEqual({ seq: head?.seq, logLen: head?.logLen }, { seq: await seqOf(), logLen: 0 });
+
+      const before = await dumpEntity(s.api.local, Q("jobs"));
+      await s.api.local.flushdb();
+      await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("jobs"));
+      assert.deepEqual(await dumpEntity(s.api.local, Q("jobs")), before);
+    } finally {
       await s.close();
     }
   },

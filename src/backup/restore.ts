@@ -1,11 +1,15 @@
 /**
  * Restoring from the central backup Redis: when a node becomes the owner of an entity (before
  * serving it), and at start-up for the entities it owns, the backup replaces the local copy if it
- * is newer. The restore itself is the replicas' atomic snapshot restore.
+ * is newer. The restore is the replicas' catch-up: the atomic snapshot restore, then the log's
+ * records applied in order the way a replica applies them. A local copy that already holds a
+ * prefix of the log (same incarnation and epoch, at or past the snapshot) only gets the rest.
  */
 import type { Redis } from "ioredis";
 import type { EntityRef, EntityType } from "../broker/keys.ts";
 import { queueKeys, topicKeys } from "../broker/keys.ts";
+import type { ReplicationRecord } from "../replication/record.ts";
+import type { RecordApplier } from "../replication/server.ts";
 import { restoreSnapshot } from "../replication/snapshot.ts";
 import { backupIndexKey } from "./keys.ts";
 import {
@@ -28,6 +32,17 @@ export interface RestoreResult {
   local: BackupVersion & { exists: boolean };
   /** The backup's version, when there is one. */
   backup?: BackupVersion;
+  /** How many log records were applied (when restored). */
+  replayed?: number;
+}
+
+/** Records applied per round trip (in order on one connection; each checks its seq). */
+const REPLAY_CHUNK = 500;
+
+async function replay(applier: RecordApplier, records: readonly ReplicationRecord[]) {
+  for (let i = 0; i < records.length; i += REPLAY_CHUNK) {
+    await Promise.all(records.slice(i, i + REPLAY_CHUNK).map((r) => applier.apply(r)));
+  }
 }
 
 async function localVersion(
@@ -50,12 +65,15 @@ function versionOf(head: BackupHead): BackupVersion {
 
 /**
  * Restores the entity from the backup into the local Redis if the backup holds a newer version
- * (incarnation, epoch, seq) than the local copy (a missing local copy is version zero). The
- * restore is one atomic script. Call it while the entity is not being written (before serving it).
+ * (incarnation, epoch, seq) than the local copy (a missing local copy is version zero): the
+ * snapshot in one atomic script, then the log through `applier` (the node's store). Interrupted,
+ * it leaves a consistent earlier state that the next call continues. Call it while the entity is
+ * not being written (before serving it).
  */
 export async function restoreIfNewer(
   local: Redis,
   backup: Redis,
+  applier: RecordApplier,
   entity: EntityRef,
 ): Promise<RestoreResult> {
   const before = await localVersion(local, entity);
@@ -71,6 +89,16 @@ export async function restoreIfNewer(
   if (compareVersions(found, before) <= 0) {
     return { action: "up_to_date", local: before, backup: found };
   }
+  const h = full.head;
+  if (
+    before.exists && before.created === h.created && before.epoch === h.epoch &&
+    before.seq >= h.base
+  ) {
+    // The local copy is this history up to before.seq (one owner per epoch): only the rest.
+    const rest = full.records.slice(before.seq - h.base);
+    await replay(applier, rest);
+    return { action: "restored", local: before, backup: found, replayed: rest.length };
+  }
   if (before.exists && before.epoch > found.epoch) {
     // A leftover of an earlier incarnation with a higher epoch: the restore script would refuse
     // the lower epoch, so the leftover is removed first (an empty snapshot deletes the entity).
@@ -83,7 +111,8 @@ export async function restoreIfNewer(
     });
   }
   await restoreSnapshot(local, full.snapshot);
-  return { action: "restored", local: before, backup: found };
+  await replay(applier, full.records);
+  return { action: "restored", local: before, backup: found, replayed: full.records.length };
 }
 
 /** Options of restoreBeforeServing. */
@@ -108,6 +137,7 @@ export interface RestoreBeforeServingOptions {
 export async function restoreBeforeServing(
   local: Redis,
   backup: Redis,
+  applier: RecordApplier,
   entity: EntityRef,
   opts: RestoreBeforeServingOptions = {},
 ): Promise<RestoreResult | undefined> {
@@ -116,11 +146,12 @@ export async function restoreBeforeServing(
   const label = `${entity.type}/${entity.name}`;
   for (let attempt = 1;; attempt++) {
     try {
-      const result = await restoreIfNewer(local, backup, entity);
+      const result = await restoreIfNewer(local, backup, applier, entity);
       if (result.action === "restored") {
         const b = result.backup!;
         log(
-          `backup: restored ${label} (epoch ${b.epoch}, seq ${b.seq}; local seq ${result.local.seq})`,
+          `backup: restored ${label} (epoch ${b.epoch}, seq ${b.seq}, ${result.replayed} log ` +
+            `records; local seq ${result.local.seq})`,
         );
       }
       return result;
@@ -140,8 +171,10 @@ export interface BackupInfo extends BackupVersion {
   entity: EntityRef;
   /** When its owner wrote it (ms since the epoch). */
   savedAt: number;
-  /** How many of the entity's keys it holds. */
+  /** How many of the entity's keys its snapshot holds. */
   keys: number;
+  /** How many records follow the snapshot in its log. */
+  logLen: number;
 }
 
 /**
@@ -167,6 +200,7 @@ export async function listBackups(backup: Redis, type?: EntityType): Promise<Bac
       seq: head.seq,
       savedAt: head.savedAt,
       keys: head.keys,
+      logLen: head.logLen,
     });
   }
   return out;

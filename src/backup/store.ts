@@ -1,13 +1,16 @@
 /**
- * The central backup Redis: one entity's backup is written or deleted by one fenced Lua script
- * (`scripts/backup_write.lua`) and read back as an EntitySnapshot (src/replication/snapshot.ts),
- * so restoring uses the same atomic restore as a replica's catch-up.
+ * The central backup Redis: one entity's backup is a snapshot (src/replication/snapshot.ts)
+ * followed by a log of the replication records made after it. One fenced Lua script
+ * (`scripts/backup_write.lua`) writes a snapshot, appends records or deletes the backup; a
+ * restore is the replicas' atomic snapshot restore followed by the records, applied the way a
+ * replica applies them.
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "ioredis";
 import type { EntityRef } from "../broker/keys.ts";
 import { fromScriptError } from "../broker/errors.ts";
 import type { LoadedScript } from "../broker/scripts.ts";
+import type { ReplicationRecord } from "../replication/record.ts";
 import type { EntitySnapshot, RegistrySnapshot } from "../replication/snapshot.ts";
 import { backupIndexKey, backupKeys } from "./keys.ts";
 
@@ -26,14 +29,27 @@ export interface BackupHead extends BackupVersion {
   entity: EntityRef;
   /** When the owner wrote it (ms since the epoch, the owner's clock). */
   savedAt: number;
-  /** How many keys of the entity it holds. */
+  /** How many keys of the entity its snapshot holds. */
   keys: number;
+  /** The seq of its snapshot; the log holds the records `base + 1 .. seq`. */
+  base: number;
+  /** The size of the snapshot's DUMP payloads, in bytes. */
+  bytes: number;
+  /** How many records the log holds, and their size in bytes. */
+  logLen: number;
+  logBytes: number;
   /** A deleted entity's tombstone: no data, refuses writes of its incarnation. */
   deleted: boolean;
 }
 
 /** What a write did: replaced the backup, found it equal, or was refused by a newer one. */
 export type WriteStatus = "written" | "same" | "fenced";
+
+/**
+ * What an append did: extended the log, or found a backup the records do not continue (another
+ * incarnation, epoch or seq; a tombstone; none at all), where a snapshot must be written instead.
+ */
+export type AppendStatus = "appended" | "mismatch";
 
 /** What a drop did: tombstoned the backup, found none, or was refused by a newer one. */
 export type DropStatus = "deleted" | "absent" | "fenced";
@@ -81,7 +97,7 @@ async function runWrite<S extends string>(
 ): Promise<ScriptOutcome<S>> {
   const s = await backupScript();
   const k = backupKeys(entity);
-  const keys = [k.head, k.data, k.ttl, backupIndexKey(entity.type)];
+  const keys = [k.head, k.data, k.ttl, backupIndexKey(entity.type), k.log];
   let reply: string[];
   try {
     try {
@@ -133,6 +149,60 @@ export function writeBackup(
   ]);
 }
 
+/** A record as the log stores it (the entity is the backup's own). */
+export function encodeRecord(r: ReplicationRecord): string {
+  return JSON.stringify([r.seq, r.epoch, r.op, r.at, r.args]);
+}
+
+/** A record of the entity's log; throws on anything but what encodeRecord writes. */
+export function decodeRecord(entity: EntityRef, text: string): ReplicationRecord {
+  const v = JSON.parse(text);
+  if (
+    !Array.isArray(v) || v.length !== 5 || !Number.isSafeInteger(v[0]) ||
+    !Number.isSafeInteger(v[1]) || typeof v[2] !== "string" || typeof v[3] !== "number" ||
+    !Array.isArray(v[4]) || !v[4].every((a: unknown) => typeof a === "string")
+  ) {
+    throw new Error(`backup of ${entity.type} '${entity.name}': malformed log record`);
+  }
+  return { entity, seq: v[0], epoch: v[1], op: v[2], at: v[3], args: v[4] };
+}
+
+/** Options of appendBackup. */
+export interface AppendBackupOptions {
+  /** The entity's incarnation (its meta `createdAt`). */
+  created: number;
+  /** The epoch every record was written with. */
+  epoch: number;
+  /** The writer's clock, stored as `savedAt`. */
+  now?: number;
+}
+
+/**
+ * Appends encoded records (consecutive seqs from `firstSeq`, one epoch) to the entity's backup
+ * log, if the backup holds exactly the state just before them.
+ */
+export function appendBackup(
+  backup: Redis,
+  entity: EntityRef,
+  firstSeq: number,
+  encoded: readonly string[],
+  opts: AppendBackupOptions,
+): Promise<ScriptOutcome<AppendStatus>> {
+  return runWrite<AppendStatus>(backup, entity, [
+    "append",
+    entity.name,
+    entity.type,
+    String(opts.created),
+    String(opts.epoch),
+    String(firstSeq + encoded.length - 1),
+    String(opts.now ?? Date.now()),
+    String(firstSeq),
+    "",
+    "",
+    ...encoded,
+  ]);
+}
+
 /** Options of dropBackup. */
 export interface DropBackupOptions {
   /** The epoch of the delete; a backup of a higher epoch of the same incarnation is kept. */
@@ -164,18 +234,34 @@ export function dropBackup(
   ]);
 }
 
-const HEAD_FIELDS = ["created", "epoch", "seq", "savedAt", "keys", "deleted"] as const;
+const HEAD_FIELDS = [
+  "created",
+  "epoch",
+  "seq",
+  "savedAt",
+  "keys",
+  "deleted",
+  "base",
+  "bytes",
+  "logLen",
+  "logBytes",
+] as const;
 
 function parseHead(entity: EntityRef, values: (string | null)[]): BackupHead | undefined {
   if (values[1] === null) return undefined;
+  const seq = Number(values[2] ?? 0);
   return {
     entity,
     created: Number(values[0] ?? 0),
     epoch: Number(values[1]),
-    seq: Number(values[2] ?? 0),
+    seq,
     savedAt: Number(values[3] ?? 0),
     keys: Number(values[4] ?? 0),
     deleted: values[5] === "1",
+    base: Number(values[6] ?? seq), // written before logs existed: all snapshot
+    bytes: Number(values[7] ?? 0),
+    logLen: Number(values[8] ?? 0),
+    logBytes: Number(values[9] ?? 0),
   };
 }
 
@@ -203,20 +289,28 @@ export async function readBackupHeads(
   });
 }
 
+/** A whole backup: its head, the snapshot at `head.base`, the records up to `head.seq`. */
+export interface StoredBackup {
+  head: BackupHead;
+  snapshot: EntitySnapshot;
+  records: ReplicationRecord[];
+}
+
 /**
- * The entity's backup as a snapshot ready for restoreSnapshot, read in one MULTI (the write
- * script replaced it whole, so head and data belong together). Undefined when there is no live
- * backup (never written, or a tombstone).
+ * The entity's backup, read in one MULTI (the write script changes head, data and log together,
+ * so they belong together). Undefined when there is no live backup (never written, or a
+ * tombstone). Throws when the log does not continue the snapshot record by record.
  */
 export async function readBackup(
   backup: Redis,
   entity: EntityRef,
-): Promise<{ head: BackupHead; snapshot: EntitySnapshot } | undefined> {
+): Promise<StoredBackup | undefined> {
   const k = backupKeys(entity);
   const replies = await backup.multi()
     .hmget(k.head, ...HEAD_FIELDS, "regKind", "regValue")
     .hgetallBuffer(k.data)
     .hgetall(k.ttl)
+    .lrange(k.log, 0, -1)
     .exec();
   if (!replies) throw new Error(`backup of ${entity.type} '${entity.name}': transaction aborted`);
   for (const [err] of replies) if (err) throw err;
@@ -231,11 +325,27 @@ export async function readBackup(
     pttl: ttl[key] === undefined ? -1 : Number(ttl[key]),
   }));
   const registry: RegistrySnapshot = {
-    kind: (values[6] ?? "") as RegistrySnapshot["kind"],
-    value: values[7] ?? "",
+    kind: (values[HEAD_FIELDS.length] ?? "") as RegistrySnapshot["kind"],
+    value: values[HEAD_FIELDS.length + 1] ?? "",
   };
+  const records = (replies[3][1] as string[]).map((text) => decodeRecord(entity, text));
+  records.forEach((r, i) => {
+    if (r.seq !== head.base + i + 1) {
+      throw new Error(
+        `backup of ${entity.type} '${entity.name}': log record ${i + 1} has seq ${r.seq}, ` +
+          `expected ${head.base + i + 1}`,
+      );
+    }
+  });
+  if (head.base + records.length !== head.seq) {
+    throw new Error(
+      `backup of ${entity.type} '${entity.name}': the log ends at ${head.base + records.length}, ` +
+        `the head says ${head.seq}`,
+    );
+  }
   return {
     head,
-    snapshot: { entity, seq: head.seq, epoch: head.epoch, keys, registry },
+    snapshot: { entity, seq: head.base, epoch: head.epoch, keys, registry },
+    records,
   };
 }

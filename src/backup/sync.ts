@@ -1,27 +1,38 @@
 /**
  * The backup sync loop: every interval, each entity this node owns whose state changed since its
- * last backup is snapshotted (src/replication/snapshot.ts, one atomic Lua read) and written to
- * the central backup Redis by the fenced write script (store.ts). An unchanged entity costs one
- * HMGET in a pipeline shared by every owned entity, and nothing on the backup Redis.
+ * last backup is written to the central backup Redis by the fenced write script (store.ts). An
+ * unchanged entity costs one HMGET in a pipeline shared by every owned entity, and nothing on
+ * the backup Redis.
+ *
+ * A change is shipped as the store's records (seen through `recordSink()`), appended to the
+ * backup's log: the cost follows the traffic, not the size of the entity. A snapshot
+ * (src/replication/snapshot.ts, one atomic Lua read) replaces backup and log when the records
+ * cannot continue what the backup holds (first pass after start or take-over, a new epoch or
+ * incarnation, records dropped while the backup was unreachable) and when the log has grown past
+ * the snapshot's size or `maxLogRecords` (so a restore replays a bounded log: the cost of
+ * snapshots stays a fixed fraction of the traffic, like Redis's AOF rewrite).
  *
  * Fencing happens twice: an entity is backed up only while `epochOf` says this node may write it
  * (it throws for a zombie, a paused entity, an entity being taken over), and the script refuses
- * to overwrite a backup of a newer epoch, or of the same epoch and a higher or equal seq.
+ * to overwrite a backup of a newer epoch, or of the same epoch and a higher or equal seq, and to
+ * append to anything but the exact state the records follow.
  *
- * A delete is a state change too: the store's delete record (`queue_delete`, `topic_delete`),
- * seen through `recordSink()`, removes the entity's backup with the delete's epoch. An owned
- * entity that is merely missing from the local Redis is NOT treated as deleted (a wiped Redis
- * looks the same); its backup is kept for the take-over restore.
+ * A delete is a state change too: the store's delete record (`queue_delete`, `topic_delete`)
+ * removes the entity's backup with the delete's epoch. An owned entity that is merely missing
+ * from the local Redis is NOT treated as deleted (a wiped Redis looks the same); its backup is
+ * kept for the take-over restore.
  */
 import type { Redis } from "ioredis";
 import { type EntityRef, queueKeys, registryKey, topicKeys } from "../broker/keys.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { takeSnapshot } from "../replication/snapshot.ts";
 import {
+  appendBackup,
   type BackupVersion,
   DEFAULT_TOMBSTONE_TTL_MS,
   dropBackup,
   type DropStatus,
+  encodeRecord,
   writeBackup,
 } from "./store.ts";
 
@@ -42,6 +53,18 @@ export interface BackupSyncOptions {
   intervalMs?: number;
   /** How long a deleted entity's tombstone refuses late writes (default 24 h). */
   tombstoneTtlMs?: number;
+  /**
+   * A log may grow to the size of its snapshot, or to this many bytes when the snapshot is
+   * smaller, before a snapshot replaces both (default 8 MiB).
+   */
+  minCompactBytes?: number;
+  /** At most this many records in a log, which bounds a restore's replay (default 50,000). */
+  maxLogRecords?: number;
+  /**
+   * Records kept per entity between passes; past it (the backup unreachable for long) they are
+   * dropped and the next pass writes a snapshot (default 200,000).
+   */
+  maxPendingRecords?: number;
   /** Where errors and fencing go (default console.error). */
   log?: (message: string) => void;
   /** The clock stored as `savedAt`. */
@@ -52,8 +75,12 @@ export interface BackupSyncOptions {
 export interface PassResult {
   /** Owned entities looked at. */
   checked: number;
-  /** Backups written (the entity changed since its last backup). */
+  /** Snapshots written (the entity changed, and its records could not be appended). */
   written: number;
+  /** Logs extended with the entity's records since its last backup. */
+  appended: number;
+  /** Records appended, over every entity. */
+  records: number;
   /** Unchanged since their last backup: one HMGET each, nothing written. */
   unchanged: number;
   /** Not writable by this node now, or missing from the local Redis. */
@@ -71,13 +98,31 @@ export interface BackupStats extends PassResult {
   deleted: number;
 }
 
+/** What the backup holds of an entity, as this node last wrote it. */
+interface Backed extends BackupVersion {
+  /** The snapshot's payload bytes, and the records and bytes of the log after it. */
+  bytes: number;
+  logLen: number;
+  logBytes: number;
+}
+
 const entityKey = (e: EntityRef) => `${e.type}/${e.name}`;
 const metaKey = (e: EntityRef) =>
   e.type === "queue" ? queueKeys(e.name).meta : topicKeys(e.name).meta;
 const DELETE_OPS = new Set(["queue_delete", "topic_delete"]);
+const CREATE_OPS = new Set(["queue_create", "topic_create"]);
 
 function emptyPass(): PassResult {
-  return { checked: 0, written: 0, unchanged: 0, skipped: 0, fenced: 0, failed: 0 };
+  return {
+    checked: 0,
+    written: 0,
+    appended: 0,
+    records: 0,
+    unchanged: 0,
+    skipped: 0,
+    fenced: 0,
+    failed: 0,
+  };
 }
 
 /** Every entity registered in a Redis (a single node owns all of them). */
@@ -100,10 +145,15 @@ export class BackupSync {
   readonly #epochOf: BackupSyncOptions["epochOf"];
   readonly #intervalMs: number;
   readonly #tombstoneTtlMs: number;
+  readonly #minCompactBytes: number;
+  readonly #maxLogRecords: number;
+  readonly #maxPendingRecords: number;
   readonly #log: (message: string) => void;
   readonly #now: () => number;
-  /** The version of each entity last written (or found) in the backup by this node. */
-  readonly #backed = new Map<string, BackupVersion>();
+  /** What the backup holds of each entity, as last written (or found) there by this node. */
+  readonly #backed = new Map<string, Backed>();
+  /** The store's records of each entity not yet in the backup, in the order they came. */
+  readonly #pending = new Map<string, ReplicationRecord[]>();
   /** Entities already reported as missing locally (reported once, not every pass). */
   readonly #missing = new Set<string>();
   /** Deletes whose backup removal failed (backup unreachable): tried again every pass. */
@@ -121,6 +171,9 @@ export class BackupSync {
     this.#epochOf = opts.epochOf;
     this.#intervalMs = opts.intervalMs ?? 1000;
     this.#tombstoneTtlMs = opts.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS;
+    this.#minCompactBytes = opts.minCompactBytes ?? 8 * 1024 * 1024;
+    this.#maxLogRecords = opts.maxLogRecords ?? 50_000;
+    this.#maxPendingRecords = opts.maxPendingRecords ?? 200_000;
     this.#log = opts.log ?? ((m) => console.error(m));
     this.#now = opts.now ?? Date.now;
   }
@@ -133,7 +186,7 @@ export class BackupSync {
   /** The version this node last wrote (or found current) for the entity, if any. */
   lastBackup(entity: EntityRef): BackupVersion | undefined {
     const v = this.#backed.get(entityKey(entity));
-    return v && { ...v };
+    return v && { created: v.created, epoch: v.epoch, seq: v.seq };
   }
 
   /** Runs a pass every `intervalMs` (start to start; never two at once) until stop(). */
@@ -200,8 +253,9 @@ export class BackupSync {
   }
 
   /**
-   * Wraps the store's record sink: every record goes on to `inner` unchanged; a delete record
-   * also removes the entity's backup (in the background: acknowledgements never wait for it).
+   * Wraps the store's record sink: every record goes on to `inner` unchanged and is kept for the
+   * next pass; a delete record also removes the entity's backup (in the background:
+   * acknowledgements never wait for it).
    */
   recordSink(inner: RecordSink): RecordSink {
     return {
@@ -212,12 +266,26 @@ export class BackupSync {
     };
   }
 
-  /** Looks at one record of the store: a delete removes the entity's backup (background). */
+  /**
+   * Takes one record of the store: kept for the next pass's append; a delete removes the
+   * entity's backup (background).
+   */
   observe(record: ReplicationRecord): void {
-    if (!DELETE_OPS.has(record.op)) return;
-    this.forget(record.entity, record.epoch).catch((err) =>
-      this.#log(`backup: removing the backup of ${entityKey(record.entity)} failed: ${err}`)
-    );
+    const k = entityKey(record.entity);
+    if (DELETE_OPS.has(record.op)) {
+      this.#pending.delete(k);
+      this.forget(record.entity, record.epoch).catch((err) =>
+        this.#log(`backup: removing the backup of ${k} failed: ${err}`)
+      );
+      return;
+    }
+    const list = this.#pending.get(k);
+    // A new incarnation starts a new history; past the bound the next pass snapshots instead.
+    if (!list || CREATE_OPS.has(record.op) || list.length >= this.#maxPendingRecords) {
+      this.#pending.set(k, [record]);
+    } else {
+      list.push(record);
+    }
   }
 
   #enqueue<T>(job: () => Promise<T>): Promise<T> {
@@ -243,14 +311,18 @@ export class BackupSync {
       await this.#drop(entity, epoch).catch(() => {}); // still unreachable: next pass
     }
     const entities: { entity: EntityRef; epoch: number }[] = [];
+    const writable = new Set<string>();
     for (const entity of await this.#owned()) {
       result.checked++;
       try {
         entities.push({ entity, epoch: this.#epochOf(entity) });
+        writable.add(entityKey(entity));
       } catch {
         result.skipped++; // not writable here now: someone else's, or moving
       }
     }
+    // Records of entities this node no longer writes: when it does again, a snapshot starts.
+    for (const k of this.#pending.keys()) if (!writable.has(k)) this.#pending.delete(k);
     const errors: string[] = [];
     if (entities.length > 0) {
       // One round trip for every owned entity: its seq and incarnation.
@@ -293,6 +365,7 @@ export class BackupSync {
         this.#missing.add(k);
         this.#log(`backup: ${k} is owned but missing locally; its backup is kept`);
       }
+      this.#pending.delete(k);
       result.skipped++;
       return;
     }
@@ -310,6 +383,79 @@ export class BackupSync {
       result.unchanged++;
       return;
     }
+    if (last && last.created === version.created && last.epoch === epoch) {
+      const appended = await this.#append(entity, last, version.seq, result);
+      if (appended) return;
+    }
+    await this.#snapshot(entity, version, result);
+  }
+
+  /**
+   * Appends the pending records `last.seq + 1 ..` (at least up to `upTo`) to the backup's log.
+   * False when they cannot be appended (some are missing, the log is due for compaction, or the
+   * backup is not the state they follow): the caller writes a snapshot.
+   */
+  async #append(entity: EntityRef, last: Backed, upTo: number, result: PassResult) {
+    const k = entityKey(entity);
+    const run = this.#pendingRun(k, last.seq + 1, last.epoch);
+    if (run.length === 0 || run[run.length - 1].seq < upTo) return false;
+    const encoded = run.map(encodeRecord);
+    let bytes = 0;
+    for (const e of encoded) bytes += e.length;
+    if (
+      last.logLen + run.length > this.#maxLogRecords ||
+      last.logBytes + bytes > Math.max(this.#minCompactBytes, last.bytes)
+    ) {
+      return false; // compaction: a snapshot replaces snapshot and log
+    }
+    const out = await appendBackup(this.#backup, entity, run[0].seq, encoded, {
+      created: last.created,
+      epoch: last.epoch,
+      now: this.#now(),
+    });
+    if (out.status !== "appended") return false;
+    last.seq = run[run.length - 1].seq;
+    last.logLen += run.length;
+    last.logBytes += bytes;
+    this.#trimPending(k, last.seq);
+    result.appended++;
+    result.records += run.length;
+    return true;
+  }
+
+  /** The pending records of `k` from seq `from` on, consecutive and all of `epoch`. */
+  #pendingRun(k: string, from: number, epoch: number): ReplicationRecord[] {
+    const list = this.#pending.get(k);
+    if (!list) return [];
+    // Records come in seq order but for the odd reordering of concurrent changes.
+    for (let i = 1; i < list.length; i++) {
+      if (list[i].seq < list[i - 1].seq) {
+        list.sort((a, b) => a.seq - b.seq);
+        break;
+      }
+    }
+    const start = list.findIndex((r) => r.seq === from);
+    if (start < 0) return [];
+    let end = start;
+    while (
+      end < list.length && list[end].seq === from + (end - start) && list[end].epoch === epoch
+    ) end++;
+    return list.slice(start, end);
+  }
+
+  /** Drops the pending records of `k` the backup holds now (seq at most `seq`). */
+  #trimPending(k: string, seq: number): void {
+    const list = this.#pending.get(k);
+    if (!list) return;
+    const rest = list.filter((r) => r.seq > seq);
+    if (rest.length > 0) this.#pending.set(k, rest);
+    else this.#pending.delete(k);
+  }
+
+  /** Replaces the entity's backup (snapshot and log) with a snapshot of its local state. */
+  async #snapshot(entity: EntityRef, version: BackupVersion, result: PassResult): Promise<void> {
+    const k = entityKey(entity);
+    const epoch = version.epoch;
     const snapshot = await takeSnapshot(this.#local, entity, { epoch });
     // Deleted (or deleted and created again) since the HMGET: the next pass sees it as it is.
     if (snapshot.keys.length === 0 || snapshot.seq < version.seq) {
@@ -333,7 +479,10 @@ export class BackupSync {
       now: this.#now(),
     });
     // Also after 'fenced': retrying the same state every pass would not change the answer.
-    this.#backed.set(k, { ...version, seq: snapshot.seq });
+    let bytes = 0;
+    for (const key of snapshot.keys) bytes += key.value.length;
+    this.#backed.set(k, { ...version, seq: snapshot.seq, bytes, logLen: 0, logBytes: 0 });
+    this.#trimPending(k, snapshot.seq);
     if (out.status === "written") result.written++;
     else if (out.status === "same") result.unchanged++;
     else {

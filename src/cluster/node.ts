@@ -44,7 +44,6 @@ export interface TakeOverHooks {
 
 /** Options of ClusterNode.connect beyond the configuration. */
 export interface ClusterNodeOptions {
-  hooks?: TakeOverHooks;
   /** How often the node checks whether it owns more than its share (default 2 s). */
   rebalanceIntervalMs?: number;
   /** An entity that moved stays put at least this long (hysteresis, default 30 s). */
@@ -58,7 +57,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class ClusterNode implements EntityRouter {
   readonly #config: Config;
   readonly #local: Redis;
-  readonly #opts: Required<Omit<ClusterNodeOptions, "hooks">> & ClusterNodeOptions;
+  readonly #opts: Required<ClusterNodeOptions>;
+  #hooks: TakeOverHooks = {};
   readonly zk: ZkSession;
   readonly membership: Membership;
   readonly ownership: Ownership;
@@ -140,13 +140,16 @@ export class ClusterNode implements EntityRouter {
 
   /**
    * Starts the gRPC server, registers in ZooKeeper, loads ownership and joins the controller
-   * election. `handle` serves requests forwarded by other nodes (the HTTP app).
+   * election. `handle` serves requests forwarded by other nodes (the HTTP app); `hooks` run
+   * around each take-over.
    */
   async serve(
     store: Store,
     handle: (request: Request, principal: Principal | null) => Promise<Response>,
+    hooks: TakeOverHooks = {},
   ): Promise<void> {
     this.#store = store;
+    this.#hooks = hooks;
     this.#server = await ReplicationServer.start({
       listen: this.#config.grpcListen,
       secret: this.#config.clusterSecret!,
@@ -379,7 +382,7 @@ export class ClusterNode implements EntityRouter {
     this.#paused.add(k);
     // Epoch 1 is a create; anything later is a failover, a hand-over or a restart.
     if (entry.epoch > 1) console.log(`cluster: taking ${k} over at epoch ${entry.epoch}`);
-    const prepare = (this.#opts.hooks?.beforeServing?.(entity) ?? Promise.resolve())
+    const prepare = (this.#hooks.beforeServing?.(entity) ?? Promise.resolve())
       // The replicas' copies get the granted epoch with the resync snapshot; so does this one.
       .then(() => adoptEpoch(this.#local, entity, entry.epoch))
       .catch((err) => console.error(`cluster: preparing ${k} failed: ${err}`))
