@@ -9,6 +9,10 @@
  * - `fetch`: Deno's fetch with keep-alive (its own connection pool), for comparison.
  *
  * Only plain `http://` URLs: the benchmark talks to loopback addresses only.
+ *
+ * Like momd's client (src/client/http.ts), both send owner hints unless told not to: the node
+ * an answer about a queue or topic names in `Momd-Owner` goes back as `Momd-Route` with the next
+ * requests about it, and NGINX takes those straight to the owner.
  */
 
 /** A non-expected HTTP answer. */
@@ -27,12 +31,21 @@ export class HttpError extends Error {
 /** Which HTTP client a benchmark uses. */
 export type ClientKind = "raw" | "fetch";
 
-/** An encoded request that can be sent many times. */
+/** An encoded request that can be sent many times (re-encoded when its owner hint changes). */
 export interface PreparedRequest {
   method: string;
   path: string;
   bytes: Uint8Array;
   body?: string;
+  /** `/v1/queues/<name>` or `/v1/topics/<name>`: the key of its owner hint. */
+  entity?: string;
+  /** The owner hint encoded in `bytes`. */
+  route?: string;
+}
+
+/** `/v1/queues/<name>` or `/v1/topics/<name>` of a path. */
+function entityPathOf(path: string): string | undefined {
+  return /^\/v1\/(?:queues|topics)\/[^/?]+/.exec(path)?.[0];
 }
 
 const encoder = new TextEncoder();
@@ -49,15 +62,24 @@ export class Api {
   readonly #idle: RawConnection[] = [];
   readonly #all = new Set<RawConnection>();
   #fetchClient: Deno.HttpClient | undefined;
+  /** Entity path -> its owner, as the last answer said; undefined: no owner hints. */
+  readonly #owners?: Map<string, string>;
 
-  constructor(base: string, kind: ClientKind = "raw") {
+  constructor(base: string, kind: ClientKind = "raw", opts: { ownerHints?: boolean } = {}) {
     this.base = base.replace(/\/$/, "");
     this.kind = kind;
+    if (opts.ownerHints ?? true) this.#owners = new Map();
     const url = new URL(this.base);
     if (url.protocol !== "http:") throw new Error(`only http:// URLs are supported: ${base}`);
     this.#host = url.host;
     this.#hostname = url.hostname;
     this.#port = Number(url.port || 80);
+  }
+
+  /** The owner hint held for a path's queue or topic. */
+  ownerOf(path: string): string | undefined {
+    const entity = entityPathOf(path);
+    return entity ? this.#owners?.get(entity) : undefined;
   }
 
   /** Encodes a request once (headers, token and body) for `send`. */
@@ -67,8 +89,11 @@ export class Api {
       : typeof body === "string"
       ? body
       : JSON.stringify(body);
+    const entity = this.#owners && entityPathOf(path);
+    const route = entity ? this.#owners!.get(entity) : undefined;
     let head = `${method} ${path} HTTP/1.1\r\nhost: ${this.#host}\r\n`;
     if (this.token) head += `authorization: Bearer ${this.token}\r\n`;
+    if (route) head += `momd-route: ${route}\r\n`;
     let bytes: Uint8Array;
     if (payload !== undefined) {
       const b = encoder.encode(payload);
@@ -80,16 +105,21 @@ export class Api {
     } else {
       bytes = encoder.encode(head + "content-length: 0\r\n\r\n");
     }
-    return { method, path, bytes, body: payload };
+    return { method, path, bytes, body: payload, entity, route };
   }
 
   /** Sends a prepared request; resolves with the answer's text, or throws HttpError. */
   async send(req: PreparedRequest, expect: readonly number[] = [200, 201]): Promise<string> {
+    if (req.entity && this.#owners!.get(req.entity) !== req.route) {
+      Object.assign(req, this.prepare(req.method, req.path, req.body));
+    }
     let status: number;
     let text: string;
+    let owner: string | null | undefined;
     if (this.kind === "fetch") {
       const headers: Record<string, string> = {};
       if (this.token) headers.authorization = `Bearer ${this.token}`;
+      if (req.route) headers["momd-route"] = req.route;
       if (req.body !== undefined) headers["content-type"] = "application/json";
       this.#fetchClient ??= Deno.createHttpClient({ poolIdleTimeout: 60_000 });
       const res = await fetch(this.base + req.path, {
@@ -99,6 +129,7 @@ export class Api {
         client: this.#fetchClient,
       });
       status = res.status;
+      owner = res.headers.get("momd-owner");
       text = await res.text();
     } else {
       let conn = this.#idleConnection() ?? await this.#open();
@@ -121,8 +152,10 @@ export class Api {
       if (answer.keepAlive) this.#idle.push(conn);
       else this.#drop(conn);
       status = answer.status;
+      owner = answer.owner;
       text = decoder.decode(answer.body);
     }
+    if (req.entity && owner) this.#owners!.set(req.entity, owner);
     if (!expect.includes(status)) throw new HttpError(status, req.method, req.path, text);
     return text;
   }
@@ -192,6 +225,8 @@ interface RawAnswer {
   status: number;
   body: Uint8Array;
   keepAlive: boolean;
+  /** The Momd-Owner header. */
+  owner?: string;
 }
 
 /** Pooled connections idle longer than this are closed rather than reused. */
@@ -248,14 +283,16 @@ class RawConnection {
     let length = -1;
     let chunked = false;
     let keepAlive = true;
+    let owner: string | undefined;
     for (let i = 1; i < lines.length; i++) {
       const line = lines[i];
       const colon = line.indexOf(":");
       const name = line.slice(0, colon).trim().toLowerCase();
-      const value = line.slice(colon + 1).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
       if (name === "content-length") length = Number(value);
-      else if (name === "transfer-encoding") chunked = value.includes("chunked");
-      else if (name === "connection") keepAlive = !value.includes("close");
+      else if (name === "transfer-encoding") chunked = value.toLowerCase().includes("chunked");
+      else if (name === "connection") keepAlive = !value.toLowerCase().includes("close");
+      else if (name === "momd-owner") owner = value;
     }
     let body: Uint8Array;
     if (status === 204 || status === 304 || (status >= 100 && status < 200)) {
@@ -270,7 +307,7 @@ class RawConnection {
       throw new Error("HTTP answer without Content-Length or chunked encoding");
     }
     this.lastUsed = performance.now();
-    return { status, body, keepAlive };
+    return { status, body, keepAlive, owner };
   }
 
   async #readChunked(): Promise<Uint8Array> {

@@ -190,6 +190,8 @@ export async function runBench(
       momdGroups[role] = pids.flatMap((p) => processTree(p));
     }
     const momdTarget: HttpTarget = { target: "momd", api, groups: momdGroups };
+    // More than one node: requests about an entity another node owns are forwarded.
+    const clustered = opts.url ? nodePids.length !== 1 : opts.nodes > 1;
     if (opts.url && nodePids.length === 0) {
       notes.push("--url without --node-pid: CPU figures cover the load generator only");
     }
@@ -261,16 +263,29 @@ export async function runBench(
         async () => record("send", await sendWorkload(momdTarget, 1, settings)),
       );
       sendRate = row?.msgsPerSec;
+      if (clustered) {
+        // What a client that sends no owner hints gets: 2 requests in 3 forwarded by a node.
+        const plain = new Api(entry, opts.client, { ownerHints: false });
+        plain.token = api.token;
+        await attempt("momd send without owner hints", async () =>
+          record(
+            "send without owner hints",
+            await sendWorkload({ ...momdTarget, api: plain }, 1, settings, "no owner hints"),
+          )).finally(() => plain.close());
+      }
       if (wrk) {
         await attempt("wrk → momd", async () => {
           const queue = `${settings.runId}-wrk`;
+          const path = `/v1/queues/${queue}/messages`;
           await api.call("PUT", `/v1/queues/${queue}`, { maxLength: 10_000_000 }, [200, 201]);
           try {
+            await api.call("POST", path, sendBody(1, opts.size), [201]); // learns the owner
             record(
               "send via wrk",
               await wrkSend({
                 api,
-                path: `/v1/queues/${queue}/messages`,
+                path,
+                route: api.ownerOf(path),
                 body: sendBody(1, opts.size),
                 concurrency: opts.concurrency,
                 durationSeconds: opts.durationSeconds,

@@ -25,6 +25,8 @@ wrk.body = os.getenv("BENCH_BODY")
 wrk.headers["Content-Type"] = "application/json"
 local token = os.getenv("BENCH_TOKEN")
 if token ~= nil and token ~= "" then wrk.headers["Authorization"] = "Bearer " .. token end
+local route = os.getenv("BENCH_ROUTE")
+if route ~= nil and route ~= "" then wrk.headers["Momd-Route"] = route end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %.3f %.3f %.3f %.3f\\n", summary.requests,
@@ -45,6 +47,8 @@ export interface WrkRun {
   label: string;
   groups: ProcessGroups;
   dir: string;
+  /** The owner hint to send (Momd-Route), as the Deno generator does. */
+  route?: string;
 }
 
 /** Runs wrk (one thread) with a POST of `body`; the row counts one message per request. */
@@ -62,7 +66,7 @@ export async function wrkSend(run: WrkRun): Promise<Row> {
       script,
       run.api.base + run.path,
     ],
-    env: { BENCH_BODY: run.body, BENCH_TOKEN: run.api.token },
+    env: { BENCH_BODY: run.body, BENCH_TOKEN: run.api.token, BENCH_ROUTE: run.route ?? "" },
     stdout: "piped",
     stderr: "piped",
   }).spawn();

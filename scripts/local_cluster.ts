@@ -218,6 +218,7 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
         const conf = renderLocalNginxConf(template, {
           listen: `127.0.0.1:${port}`,
           servers: nodeIds.map((_, i) => `127.0.0.1:${nodeHttp(i)}`),
+          nodeIds,
           proxyBind: PROXY_ADDRESS,
           runAsRoot: Deno.uid() === 0,
         });

@@ -10,6 +10,11 @@ export interface LocalNginxOptions {
   listen: string;
   /** `host:port` of each node's HTTP API. */
   servers: readonly string[];
+  /**
+   * The node id of each server, in the same order: each gets an upstream that owner hints
+   * (`Momd-Route: <id>`) lead to. Without them, every request goes to the balanced pool.
+   */
+  nodeIds?: readonly string[];
   /** Source address of connections to the nodes (what the nodes list as a trusted proxy). */
   proxyBind?: string;
   /** Workers run as root too (NGINX started by root; the state directory may be root's only). */
@@ -17,7 +22,14 @@ export interface LocalNginxOptions {
 }
 
 /** The names of the marked blocks of nginx/nginx.conf. */
-export const LOCAL_BLOCKS = ["main", "http", "servers", "listen"] as const;
+export const LOCAL_BLOCKS = [
+  "main",
+  "http",
+  "servers",
+  "route-map",
+  "route-upstreams",
+  "listen",
+] as const;
 
 type BlockName = typeof LOCAL_BLOCKS[number];
 
@@ -29,6 +41,22 @@ export function renderLocalNginxConf(template: string, opts: LocalNginxOptions):
   // The deployed parameters (max_fails, fail_timeout, ...) apply locally too; `resolve` names
   // hosts through DNS, and local servers are addresses.
   const params = deployed.replace(/;$/, "").split(/\s+/).slice(2).filter((p) => p !== "resolve");
+  const ids = opts.nodeIds ?? [];
+  if (ids.length > 0 && ids.length !== opts.servers.length) {
+    throw new Error("nginx: one node id per upstream server is needed");
+  }
+  const server = (address: string, ...more: string[]) =>
+    ["server", address, ...params, ...more].join(" ") + ";";
+  // The owner's upstream: the owner first, the others as backups (a hint to a node that is down).
+  const viaUpstreams = ids.flatMap((id, i) => [
+    `upstream momd_via_${id} {`,
+    `    zone momd_via_${id} 64k;`,
+    `    ${server(opts.servers[i])}`,
+    ...opts.servers.filter((_, j) => j !== i).map((s) => `    ${server(s, "backup")}`),
+    "    keepalive 32;",
+    "    keepalive_timeout 60s;",
+    "}",
+  ]);
   const blocks: Record<BlockName, string[]> = {
     main: [...(opts.runAsRoot ? ["user root;"] : []), "pid nginx.pid;"],
     http: [
@@ -39,7 +67,9 @@ export function renderLocalNginxConf(template: string, opts: LocalNginxOptions):
       "scgi_temp_path temp/scgi;",
       ...(opts.proxyBind ? [`proxy_bind ${opts.proxyBind};`] : []),
     ],
-    servers: opts.servers.map((s) => ["server", s, ...params].join(" ") + ";"),
+    servers: opts.servers.map((s) => server(s)),
+    "route-map": ids.map((id) => `${id} momd_via_${id};`),
+    "route-upstreams": viaUpstreams,
     listen: [`listen ${opts.listen};`],
   };
   let out = template;

@@ -13,6 +13,7 @@ import {
   type TopicDelivery,
 } from "../src/client/mod.ts";
 import { BATCH_MAX, WAIT_SECONDS_MAX } from "../src/client/caller.ts";
+import { Transport } from "../src/client/http.ts";
 import { QUEUE_LIMITS } from "../src/broker/queues.ts";
 import { TOPIC_LIMITS } from "../src/broker/topics.ts";
 
@@ -699,4 +700,46 @@ Deno.test("client: request/reply — request() waits for a worker's reply", asyn
   } finally {
     await node.close();
   }
+});
+
+Deno.test("client: owner hints follow the Momd-Owner of the last answer about each queue", async () => {
+  const sent: (string | null)[] = [];
+  const answers: { status: number; owner?: string }[] = [];
+  const double: typeof fetch = (_input, init) => {
+    sent.push(new Headers(init?.headers).get("momd-route"));
+    const { status, owner } = answers.shift()!;
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (owner) headers["momd-owner"] = owner;
+    return Promise.resolve(new Response("{}", { status, headers }));
+  };
+  const t = new Transport({ url: "http://momd.invalid", fetch: double, retry: { retries: 0 } });
+  const call = (path: string) => t.call({ method: "POST", path, retry: false }).catch(() => {});
+  answers.push(
+    { status: 201, owner: "node2" }, // a: learned
+    { status: 200, owner: "node2" }, // a/receive: hint sent
+    { status: 200 }, // b: no hint yet, none learned
+    { status: 201, owner: "node3" }, // a moved: the answer names the new owner
+    { status: 201, owner: "node3" },
+    { status: 404 }, // a deleted: forgotten
+    { status: 201 },
+  );
+  await call("/v1/queues/a/messages");
+  await call("/v1/queues/a/receive");
+  await call("/v1/queues/b/messages");
+  await call("/v1/queues/a/messages");
+  await call("/v1/queues/a/ack");
+  assert.equal(t.ownerHint("/v1/queues/a"), "node3");
+  await call("/v1/queues/a");
+  await call("/v1/queues/a/messages");
+  assert.deepEqual(sent, [null, "node2", null, "node2", "node3", "node3", null]);
+  assert.equal(t.ownerHint("/v1/queues/a"), undefined);
+
+  // Turned off: never sent, never learned.
+  const off = new Transport({ url: "http://momd.invalid", fetch: double, ownerHints: false });
+  answers.push({ status: 201, owner: "node1" }, { status: 201, owner: "node1" });
+  sent.length = 0;
+  await off.call({ method: "POST", path: "/v1/topics/t/messages", retry: false });
+  await off.call({ method: "POST", path: "/v1/topics/t/messages", retry: false });
+  assert.deepEqual(sent, [null, null]);
+  assert.equal(off.ownerHint("/v1/topics/t"), undefined);
 });

@@ -1,9 +1,10 @@
 /**
  * The APIs through NGINX in front of a real three-node cluster (ZooKeeper, five Redis servers,
- * three node processes): the earlier MOM server's client flow unchanged, and /v1 requests served
- * whichever node NGINX picks.
+ * three node processes): the earlier MOM server's client flow unchanged, /v1 requests served
+ * whichever node NGINX picks, and owner hints that take requests straight to the owner.
  */
 import assert from "node:assert/strict";
+import { Transport } from "../src/client/http.ts";
 import { withCluster } from "./support/cluster.ts";
 
 const BASE = "/api/v1.0.0/MomServer";
@@ -160,5 +161,83 @@ Deno.test("cluster: /v1 receipts obtained through one node are acked through ano
     const status = await c.cluster();
     const work = status.entities.find((e) => e.name === "work")!;
     assert.equal(work.replicas.length, 2);
+  });
+});
+
+Deno.test("cluster: owner hints take requests straight to the owner through NGINX", async () => {
+  await withCluster({}, async (c) => {
+    const names = ["h1", "h2", "h3", "h4"];
+    const owners = new Map<string, string>();
+    for (const name of names) {
+      const res = await c.call("PUT", `/v1/queues/${name}`, { body: {} });
+      assert.equal(res.status, 201);
+      owners.set(name, res.headers.get("momd-owner") ?? "");
+    }
+    const status = await c.cluster();
+    for (const name of names) {
+      const entry = status.entities.find((e) => e.name === name)!;
+      assert.equal(owners.get(name), entry.owner, `${name}: Momd-Owner names its owner`);
+    }
+    const send = (name: string, headers: Record<string, string> = {}) =>
+      c.call("POST", `/v1/queues/${name}/messages`, {
+        body: { messages: [{ body: "m" }] },
+        headers,
+      });
+
+    let forwarded = 0;
+    for (const name of names) {
+      const owner = owners.get(name)!;
+      for (let i = 0; i < 6; i++) {
+        // Without a hint NGINX picks a node; a node that does not own the queue forwards it.
+        const plain = await send(name);
+        assert.equal(plain.status, 201);
+        assert.equal(plain.headers.get("momd-owner"), owner);
+        if (plain.headers.get("via") !== null) {
+          assert.match(plain.headers.get("via")!, /^1\.1 node\d$/);
+          assert.notEqual(plain.headers.get("via"), `1.1 ${owner}`);
+          forwarded++;
+        }
+        // With the owner's hint, the owner answers itself.
+        const hinted = await send(name, { "momd-route": owner });
+        assert.equal(hinted.status, 201);
+        assert.equal(hinted.headers.get("via"), null, `${name}: not forwarded with the hint`);
+        assert.equal(hinted.headers.get("momd-owner"), owner);
+      }
+      // A hint naming another node, or no node, is still served (forwarded, or balanced).
+      const other = c.nodeIds.find((id) => id !== owner)!;
+      const wrong = await send(name, { "momd-route": other });
+      assert.equal(wrong.status, 201);
+      assert.equal(wrong.headers.get("via"), `1.1 ${other}`);
+      assert.equal((await send(name, { "momd-route": "no-such-node" })).status, 201);
+    }
+    // 24 unhinted sends over three nodes (least_conn, one at a time: they take turns).
+    assert.ok(forwarded > 0, "some unhinted sends were forwarded");
+
+    // momd's client learns the owner from the first answer and sends the hint from then on.
+    const t = new Transport({ url: c.url });
+    const path = "/v1/queues/h1/messages";
+    const call = () =>
+      t.call<unknown>({
+        method: "POST",
+        path,
+        body: { messages: [{ body: "m" }] },
+        token: c.token,
+        retry: true,
+      });
+    await call();
+    assert.equal(t.ownerHint(path), owners.get("h1"));
+    for (let i = 0; i < 6; i++) assert.equal((await call()).headers.get("via"), null);
+
+    // The owner dies: its upstream's backups answer, the queue fails over, and the client's
+    // hint follows the new owner.
+    const dead = owners.get("h1")!;
+    await c.kill(dead, "SIGKILL");
+    const moved = await c.waitFor("h1 served by a new owner", async () => {
+      const res = await call().catch(() => undefined);
+      const owner = res?.headers.get("momd-owner");
+      return owner && owner !== dead ? owner : undefined;
+    }, { timeoutMs: 30_000 });
+    assert.equal(t.ownerHint(path), moved);
+    assert.equal((await call()).headers.get("via"), null);
   });
 });

@@ -13,14 +13,18 @@ import {
   sendBody,
 } from "./common.ts";
 
-/** Runs `send` (batch 1) or `send-batch` (batch 100) against momd or the HTTP ceiling. */
+/**
+ * Runs `send` (batch 1) or `send-batch` (batch 100) against momd or the HTTP ceiling; `variant`
+ * names a second run of the same workload (its own queue).
+ */
 export async function sendWorkload(
   t: HttpTarget,
   batch: number,
   settings: RunSettings,
+  variant?: string,
 ): Promise<Row> {
   const workload = batch === 1 ? "send" : "send-batch";
-  const queue = `${settings.runId}-${workload}`;
+  const queue = `${settings.runId}-${workload}${variant ? "-2" : ""}`;
   if (t.target === "momd") await createQueue(t.api, queue);
   try {
     const req = t.api.prepare(
@@ -38,7 +42,12 @@ export async function sendWorkload(
       return batch;
     });
     return rowFromLoad(
-      { workload, target: t.target, size: settings.size, variant: `${batch}/request` },
+      {
+        workload,
+        target: t.target,
+        size: settings.size,
+        variant: `${batch}/request${variant ? `, ${variant}` : ""}`,
+      },
       result,
       m.stop(),
     );

@@ -1,10 +1,10 @@
 import type { EntityRef, EntityType } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
 
-/** Where a request for an entity is served. */
+/** Where a request for an entity is served: `owner` is the serving node's id. */
 export type Route =
-  | { here: true; claimed: boolean }
-  | { here: false; address: string; claimed: boolean };
+  | { here: true; owner: string; claimed: boolean }
+  | { here: false; owner: string; address: string; claimed: boolean };
 
 /** One node of the cluster as `GET /v1/cluster` shows it. */
 export interface NodeStatus {
@@ -43,6 +43,8 @@ export interface ClusterStatus {
  * bookkeeping of creates and deletes. A single node has no router and serves everything itself.
  */
 export interface EntityRouter {
+  /** This node's id. */
+  readonly nodeId: string;
   /** Where the entity is served; with `create`, takes the name cluster-wide first if needed. */
   route(entity: EntityRef, opts?: { create?: { creator: string } }): Promise<Route>;
   /**

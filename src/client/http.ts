@@ -44,6 +44,20 @@ export interface TransportOptions {
   onRetry?: (info: RetryInfo) => void;
   /** Source of randomness for the jitter (tests). */
   random?: () => number;
+  /**
+   * Send owner hints (default true): the client remembers the node each answer about a queue or
+   * topic names in `Momd-Owner` and sends it as `Momd-Route` with later requests about it, so
+   * NGINX takes them straight to the owner instead of a node that would forward them.
+   */
+  ownerHints?: boolean;
+}
+
+/** How many queues and topics the client remembers an owner for. */
+const MAX_OWNER_HINTS = 10_000;
+
+/** `/v1/queues/<name>` or `/v1/topics/<name>` of a path, the key of an owner hint. */
+function entityPathOf(path: string): string | undefined {
+  return /^\/v1\/(?:queues|topics)\/[^/?]+/.exec(path)?.[0];
 }
 
 /** One request. */
@@ -102,6 +116,8 @@ export class Transport {
   readonly #maxRetryAfterMs: number;
   readonly #onRetry?: (info: RetryInfo) => void;
   readonly #random: () => number;
+  /** Entity path -> the node that owns it, as the last answer about it said; undefined: off. */
+  readonly #owners?: Map<string, string>;
 
   constructor(options: TransportOptions) {
     this.url = options.url.replace(/\/+$/, "");
@@ -115,6 +131,26 @@ export class Transport {
     this.#maxRetryAfterMs = options.retry?.maxRetryAfterMs ?? 30_000;
     this.#onRetry = options.onRetry;
     this.#random = options.random ?? Math.random;
+    if (options.ownerHints ?? true) this.#owners = new Map();
+  }
+
+  /** The owner hint the client holds for a path's queue or topic (tests, diagnostics). */
+  ownerHint(path: string): string | undefined {
+    const key = entityPathOf(path);
+    return key === undefined ? undefined : this.#owners?.get(key);
+  }
+
+  #learnOwner(key: string, res: Response): void {
+    const owners = this.#owners!;
+    const owner = res.headers.get("momd-owner");
+    if (owner === null) {
+      if (res.status === 404) owners.delete(key); // deleted: nothing to route to
+      return;
+    }
+    if (owners.get(key) === owner) return;
+    owners.delete(key);
+    if (owners.size >= MAX_OWNER_HINTS) owners.delete(owners.keys().next().value!);
+    owners.set(key, owner);
   }
 
   /** Sends one request, retrying it when allowed; throws MomdError or MomdConnectionError. */
@@ -160,6 +196,9 @@ export class Transport {
     }
     const headers: Record<string, string> = { accept: "application/json" };
     if (spec.token) headers.authorization = `Bearer ${spec.token}`;
+    const entityPath = this.#owners && entityPathOf(spec.path);
+    const hint = entityPath && this.#owners!.get(entityPath);
+    if (hint) headers["momd-route"] = hint;
     let body: string | undefined;
     if (spec.body !== undefined) {
       body = JSON.stringify(spec.body);
@@ -181,6 +220,7 @@ export class Transport {
         signal: controller.signal,
       });
       const text = await res.text();
+      if (entityPath) this.#learnOwner(entityPath, res);
       if (res.ok) {
         return { status: res.status, body: parseBody<T>(text, label), headers: res.headers };
       }

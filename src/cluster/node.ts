@@ -196,6 +196,10 @@ export class ClusterNode implements EntityRouter {
 
   // ---- routing (EntityRouter) ----
 
+  get nodeId(): string {
+    return this.#config.nodeId;
+  }
+
   route(entity: EntityRef, opts: { create?: { creator: string } } = {}): Promise<Route> {
     return unavailableOnZkError(this.#route(entity, opts));
   }
@@ -229,12 +233,12 @@ export class ClusterNode implements EntityRouter {
     if (!entry) {
       throw new BrokerError("not_found", `${entity.type} '${entity.name}' does not exist`);
     }
-    if (entry.owner === this.#config.nodeId) return { here: true, claimed };
+    if (entry.owner === this.#config.nodeId) return { here: true, owner: entry.owner, claimed };
     const owner = this.membership.member(entry.owner);
     if (!owner || owner.session !== entry.ownerSession) {
       throw new BrokerError("unavailable", `the owner of ${key(entity)} is not reachable`, 1);
     }
-    return { here: false, address: owner.grpc, claimed };
+    return { here: false, owner: entry.owner, address: owner.grpc, claimed };
   }
 
   async ready(entity: EntityRef): Promise<void> {

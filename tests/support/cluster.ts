@@ -65,6 +65,8 @@ export interface CallOptions {
   token?: string | null;
   /** Base URL (default: NGINX). */
   base?: string;
+  /** More request headers. */
+  headers?: Record<string, string>;
   timeoutMs?: number;
 }
 
@@ -541,7 +543,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   }
 
   async function call(method: string, path: string, o: CallOptions = {}): Promise<CallResult> {
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...o.headers };
     const token = o.token === undefined ? cluster.token : o.token;
     if (token) headers.authorization = `Bearer ${token}`;
     let body: string | undefined;
@@ -674,6 +676,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const conf = renderLocalNginxConf(await Deno.readTextFile(NGINX_CONF), {
       listen: `127.0.0.1:${nginxPort}`,
       servers: nodeIds.map((id) => nodeOf(id).http),
+      nodeIds,
       proxyBind: PROXY_ADDRESS,
       runAsRoot: Deno.uid() === 0,
     });

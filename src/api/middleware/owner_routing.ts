@@ -78,9 +78,17 @@ export interface OwnerCallOptions {
 }
 
 /**
+ * The answer header naming the node that owns the entity a request was about. A client that
+ * sends it back as `Momd-Route` with its next requests about that entity reaches the owner
+ * directly through NGINX (nginx/nginx.conf), which saves the forward from whichever node NGINX
+ * would pick. A stale hint costs nothing but that forward, and the answer names the new owner.
+ */
+export const OWNER_HEADER = "momd-owner";
+
+/**
  * Serves a request about `entity` on its owner: here (after catching up with ZooKeeper) or
  * forwarded with the authenticated caller. Gives a claimed name back when the create failed and
- * forgets a deleted entity.
+ * forgets a deleted entity. The answer names the owner (OWNER_HEADER).
  */
 export async function serveOnOwner(
   c: Context<AppEnv>,
@@ -101,7 +109,10 @@ export async function serveOnOwner(
     res = c.res;
   } else {
     res = await router.forward(route.address, opts.request ?? c.req.raw, principal);
+    // This node acted as a gateway to the owner (RFC 9110 Via): shows a forward happened.
+    res.headers.append("via", `1.1 ${router.nodeId}`);
   }
+  res.headers.set(OWNER_HEADER, route.owner);
   const created = opts.created ?? ((r: Response) => Promise.resolve(r.status < 300));
   if (route.claimed && !(await created(res.clone()))) await router.createFailed(entity);
   if (opts.deleted && await opts.deleted(res.clone())) await router.deleted(entity);
