@@ -11,9 +11,20 @@ import { localOnlySink } from "../src/replication/record.ts";
 import { type ForwardHandler, ReplicationServer } from "../src/replication/server.ts";
 import { Shipper, type ShipperOptions } from "../src/replication/shipper.ts";
 import { PeerClients, type ReplicateCall } from "../src/replication/peers.ts";
-import { momdProto } from "../src/replication/proto.ts";
-import { authenticatedServer, bindServer, secretMatches } from "../src/replication/grpc_auth.ts";
-import { readPosition, restoreSnapshot, takeSnapshot } from "../src/replication/snapshot.ts";
+import { momdProto, toWireRecord, toWireSnapshot, type WireAck } from "../src/replication/proto.ts";
+import {
+  authenticatedServer,
+  bindServer,
+  secretChecker,
+  secretMatches,
+} from "../src/replication/grpc_auth.ts";
+import {
+  adoptEpoch,
+  type EntitySnapshot,
+  readPosition,
+  restoreSnapshot,
+  takeSnapshot,
+} from "../src/replication/snapshot.ts";
 import { freePort, type RedisServer, startRedis } from "./support/services.ts";
 import { dumpEntity } from "./support/state.ts";
 import { startTestApi } from "./support/node.ts";
@@ -423,6 +434,186 @@ Deno.test({
   },
 });
 
+/** What a replica acknowledged for one entity of a batch. */
+interface EntityAnswer {
+  seq: number;
+  epoch: number;
+  error: string;
+}
+
+/** A Replicate stream carrying hand-made batches to a replica, one batch at a time. */
+function replicateBy(peers: PeerClients, address: string) {
+  const call = peers.replicate(address);
+  const waiting = new Map<string, { resolve: (a: WireAck) => void; reject: (e: Error) => void }>();
+  call.on("data", (ack: WireAck) => {
+    waiting.get(ack.batchId)?.resolve(ack);
+    waiting.delete(ack.batchId);
+  });
+  call.on("error", (err: Error) => {
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  });
+  let batches = 0;
+  return {
+    /** Sends one batch of one entity's records (after its snapshot, if any); its answer. */
+    send(records: ReplicationRecord[], snapshot?: EntitySnapshot): Promise<EntityAnswer> {
+      const batchId = String(++batches);
+      return new Promise<WireAck>((resolve, reject) => {
+        waiting.set(batchId, { resolve, reject });
+        call.write({
+          batchId,
+          fromNode: "owner",
+          records: records.map(toWireRecord),
+          snapshots: snapshot ? [toWireSnapshot(snapshot)] : [],
+        });
+      }).then((ack) => {
+        const [e] = ack.entities;
+        return { seq: Number(e.seq), epoch: Number(e.epoch), error: e.error };
+      });
+    },
+    close() {
+      call.end();
+    },
+  };
+}
+
+/** How many HMGET commands (position reads) the Redis ran since its stats were reset. */
+async function hmgetCalls(redis: Redis): Promise<number> {
+  const info = await redis.info("commandstats");
+  return Number(/cmdstat_hmget:calls=(\d+)/.exec(info)?.[1] ?? 0);
+}
+
+Deno.test({
+  name:
+    "replication over gRPC: a replica reads its position again whenever its copy may have changed behind its back",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    let replicaRedis = p.replicaRedis;
+    const peers = new PeerClients({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    let stream: ReturnType<typeof replicateBy> | undefined;
+    try {
+      const applier = await TestStore.open(p.replica, localOnlySink);
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.replica,
+        applier,
+      });
+      stream = replicateBy(peers, server.address);
+      // The owner's records are kept here and sent by hand, batch by batch.
+      const shipped: ReplicationRecord[] = [];
+      const keep: RecordSink = {
+        ship: (r) => {
+          shipped.push(r);
+          return Promise.resolve();
+        },
+      };
+      let epoch = 1;
+      const owner = await TestStore.open(p.owner, keep, () => epoch);
+      const push = async (e: EntityRef, id: string) => {
+        await owner.change(e, "t_push", ["alice", "user", "", id, "x"]);
+        return shipped.at(-1)!;
+      };
+      const create = async (e: EntityRef) => {
+        await owner.change(e, "t_create", ["alice", "user", ""]);
+        return shipped.at(-1)!;
+      };
+      const send = (records: ReplicationRecord[], snapshot?: EntitySnapshot) =>
+        stream!.send(records, snapshot);
+
+      // The common case: each batch follows the one before; only the first reads the position.
+      const q = Q("jobs");
+      await p.replica.config("RESETSTAT");
+      assert.deepEqual(await send([await create(q)]), { seq: 1, epoch: 1, error: "" });
+      for (let i = 2; i <= 4; i++) {
+        assert.deepEqual(await send([await push(q, `m${i}`)]), { seq: i, epoch: 1, error: "" });
+      }
+      assert.deepEqual(await send([await push(q, "m5"), await push(q, "m6")]), {
+        seq: 6,
+        epoch: 1,
+        error: "",
+      });
+      assert.equal(await hmgetCalls(p.replica), 1, "one position read, for the first batch");
+      await sameState(p.owner, p.replica, [q]);
+
+      // Wiped behind the server's back: the next record leaves a gap at 0; a snapshot fills it.
+      await p.replica.flushdb();
+      assert.deepEqual(await send([await push(q, "m7")]), { seq: 0, epoch: 0, error: "gap" });
+      const at7 = await takeSnapshot(p.owner, q);
+      assert.deepEqual(await send([], at7), { seq: 7, epoch: 1, error: "" });
+      await sameState(p.owner, p.replica, [q]);
+
+      // Rolled back behind its back (an older copy restored): a gap at the older position.
+      assert.deepEqual(await send([await push(q, "m8")]), { seq: 8, epoch: 1, error: "" });
+      await restoreSnapshot(p.replica, at7);
+      const m9 = await push(q, "m9");
+      assert.deepEqual(await send([m9]), { seq: 7, epoch: 1, error: "gap" });
+      assert.deepEqual(await send([shipped.at(-2)!, m9]), { seq: 9, epoch: 1, error: "" });
+      await sameState(p.owner, p.replica, [q]);
+
+      // Moved on behind its back under a newer epoch (this node owned it meanwhile and wrote
+      // record 10 itself): the old owner's record 10 is not "already held"; it is refused.
+      await adoptEpoch(p.replica, q, 2);
+      await (await TestStore.open(p.replica, localOnlySink, () => 2))
+        .change(q, "t_push", ["alice", "user", "", "written-here", "x"]);
+      assert.deepEqual(await readPosition(p.replica, q), { seq: 10, epoch: 2, exists: true });
+      const stale = await send([await push(q, "m10")]);
+      assert.deepEqual(stale, { seq: 10, epoch: 2, error: "stale_epoch" });
+      assert.equal(await p.replica.hexists(scriptKeys(q, [])[5], "m10"), 0);
+
+      // A copy replaced behind its back by another history of the same length but an older
+      // epoch: a record of the newer epoch must not be applied on top of it (resync).
+      epoch = 2;
+      const older = async (e: EntityRef, redis: Redis) => {
+        const before = await TestStore.open(redis, localOnlySink, () => 1);
+        await before.change(e, "t_create", ["alice", "user", ""]);
+        await before.change(e, "t_push", ["alice", "user", "", "old-a", "x"]);
+        await before.change(e, "t_push", ["alice", "user", "", "old-b", "x"]);
+      };
+      // ... told by forget(): the node restored the entity, or owned it meanwhile.
+      const r = Q("restored");
+      assert.deepEqual(await send([await create(r), await push(r, "a"), await push(r, "b")]), {
+        seq: 3,
+        epoch: 2,
+        error: "",
+      });
+      const nothing = await takeSnapshot(p.replica, Q("none"));
+      await restoreSnapshot(p.replica, { ...nothing, entity: r, epoch: 2 }); // deletes it
+      await older(r, p.replica);
+      server.forget(r);
+      assert.deepEqual(await send([await push(r, "c")]), { seq: 3, epoch: 1, error: "resync" });
+      assert.equal(await p.replica.hexists(scriptKeys(r, [])[5], "c"), 0);
+
+      // ... or after its Redis restarted, holding an older copy.
+      const s = Q("restarted");
+      assert.deepEqual(await send([await create(s), await push(s, "a"), await push(s, "b")]), {
+        seq: 3,
+        epoch: 2,
+        error: "",
+      });
+      const closed = new Promise((resolve) => p.replica.once("close", resolve));
+      await replicaRedis.stop();
+      replicaRedis = await startRedis({ port: replicaRedis.port });
+      await closed;
+      await waitFor("the replica's Redis connection is back", () => p.replica.status === "ready");
+      await older(s, p.replica);
+      assert.deepEqual(await send([await push(s, "c")]), { seq: 3, epoch: 1, error: "resync" });
+      assert.equal(await p.replica.hexists(scriptKeys(s, [])[5], "c"), 0);
+    } finally {
+      stream?.close();
+      peers.close();
+      await server?.stop();
+      p.owner.disconnect();
+      p.replica.disconnect();
+      await p.ownerRedis.stop();
+      await replicaRedis.stop();
+    }
+  },
+});
+
 Deno.test({
   name: "replication over gRPC: ship() waits for minInSyncReplicas - 1 replica acknowledgements",
   sanitizeOps: false,
@@ -516,6 +707,16 @@ Deno.test({
       assert.ok(!secretMatches(SECRET, SECRET));
       assert.ok(!secretMatches(undefined, SECRET));
       assert.ok(!secretMatches("Bearer ", ""));
+      // One checker (the secret hashed once) answers every call alike.
+      const matches = secretChecker(SECRET);
+      for (let i = 0; i < 2; i++) {
+        assert.ok(matches(`Bearer ${SECRET}`));
+        assert.ok(!matches(`Bearer ${SECRET.slice(0, -1)}`));
+        assert.ok(!matches(`Bearer ${SECRET}${SECRET}`));
+        assert.ok(!matches("Bearer "));
+        assert.ok(!matches(["Bearer", SECRET]));
+      }
+      assert.ok(!secretChecker("")("Bearer "));
 
       const code = (err: unknown) => (err as grpc.ServiceError).code;
       // Unary calls without metadata.

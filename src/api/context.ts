@@ -24,10 +24,11 @@ export function forwardedOf(c: Context): ForwardedEnv["forwarded"] | undefined {
 }
 
 /**
- * The request's abort signal when the request may wait (a long poll), otherwise undefined.
- * Deno.serve builds the signal on first access and, in its legacy mode, aborts it after every
- * successful response (an exception object per request, and a warning): a request that answers
- * at once has no wait to cut short, so it never touches the signal.
+ * The request's abort signal when the request may wait (a long poll), otherwise undefined. The
+ * signal aborts when the client goes away (deno.json opts out of Deno's legacy mode, in which it
+ * also aborted after every successful response). Deno.serve builds it, and starts watching the
+ * connection for a cancel, on first access: a request that answers at once has no wait to cut
+ * short, so it never touches the signal.
  */
 export function longPollSignal(
   c: Context,

@@ -37,24 +37,31 @@ export class Notifier {
     for (const wake of set) wake();
   }
 
+  #listen(key: string, wake: () => void): void {
+    let set = this.#waiters.get(key);
+    if (!set) this.#waiters.set(key, set = new Set());
+    set.add(wake);
+  }
+
+  #unlisten(key: string, wake: () => void): void {
+    const set = this.#waiters.get(key);
+    if (set?.delete(wake) && set.size === 0) this.#waiters.delete(key);
+  }
+
   /**
    * Resolves when the key is notified, at `untilMs` (epoch ms), or when the signal aborts,
    * whichever comes first.
    */
   wait(key: string, untilMs: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      let set = this.#waiters.get(key);
-      if (!set) this.#waiters.set(key, set = new Set());
-      const waiters = set;
       const finish = () => {
         clearTimeout(timer);
         signal?.removeEventListener("abort", finish);
-        waiters.delete(finish);
-        if (waiters.size === 0 && this.#waiters.get(key) === waiters) this.#waiters.delete(key);
+        this.#unlisten(key, finish);
         resolve();
       };
       const timer = setTimeout(finish, Math.max(0, untilMs - Date.now()));
-      waiters.add(finish);
+      this.#listen(key, finish);
       if (signal?.aborted) finish();
       else signal?.addEventListener("abort", finish, { once: true });
     });
@@ -67,34 +74,66 @@ export class Notifier {
    * then is not missed. Listens before each look, so a notify between a look and its wait is not
    * missed either. An abort ends the wait: then `opts.aborted()` answers if given, otherwise one
    * more look does.
+   *
+   * A look that answers at once costs no timer, promise or listener on the signal: those exist
+   * only while the poll actually waits.
    */
   async poll<T>(key: string, look: () => Promise<PollLook<T>>, opts: PollOptions<T>): Promise<T> {
+    const signal = opts.signal;
+    if (!(opts.waitMs > 0)) {
+      while (true) {
+        const res = await look();
+        if (!res.again || signal?.aborted) return res.value;
+      }
+    }
     const until = Date.now() + opts.waitMs;
+    let notified = false;
+    let wake: (() => void) | undefined;
+    // One listener for the whole poll, registered before each look: a notify during the look
+    // sets `notified`, one during the wait ends it.
+    const listener = () => {
+      notified = true;
+      wake?.();
+    };
+    // The previous look already found something due, yet nothing to deliver.
+    let overdue = false;
     while (true) {
-      const stop = new AbortController();
-      const abort = () => stop.abort();
-      opts.signal?.addEventListener("abort", abort, { once: true });
-      const woken = opts.waitMs > 0 ? this.wait(key, until, stop.signal) : undefined;
+      notified = false;
+      this.#listen(key, listener);
       try {
         const res = await look();
-        if (res.again && !opts.signal?.aborted) continue;
-        if (res.ready || !woken || Date.now() >= until || opts.signal?.aborted) return res.value;
-        if (res.dueAt === false) {
-          await woken;
-        } else {
+        if (res.again && !signal?.aborted) continue;
+        if (res.ready || signal?.aborted) return res.value;
+        const left = until - Date.now();
+        if (left <= 0) return res.value;
+        if (notified) continue;
+        let delay = left;
+        if (res.dueAt !== false) {
           // The store's clock may not be the wall clock (tests): wait the same distance.
-          const dueIn = Math.max(5, res.dueAt - opts.now());
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          await Promise.race([
-            woken,
-            new Promise<void>((resolve) => timer = setTimeout(resolve, dueIn)),
-          ]);
-          clearTimeout(timer);
+          const dueIn = res.dueAt - opts.now();
+          // Due already: look again at once; should that look find it due and nothing to
+          // deliver too, wait a little between looks rather than spin.
+          if (dueIn <= 0 && !overdue) {
+            overdue = true;
+            continue;
+          }
+          overdue = dueIn <= 0;
+          delay = Math.min(left, Math.max(1, dueIn));
         }
-        if (opts.signal?.aborted && opts.aborted) return opts.aborted();
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            clearTimeout(timer);
+            signal?.removeEventListener("abort", done);
+            wake = undefined;
+            resolve();
+          };
+          const timer = setTimeout(done, delay);
+          wake = done;
+          signal?.addEventListener("abort", done, { once: true });
+        });
+        if (signal?.aborted && opts.aborted) return opts.aborted();
       } finally {
-        stop.abort();
-        opts.signal?.removeEventListener("abort", abort);
+        this.#unlisten(key, listener);
       }
     }
   }

@@ -368,6 +368,9 @@ export class ClusterNode implements EntityRouter {
 
   #onOwnershipChange(entry: EntityEntry | undefined, entity: EntityRef): void {
     const k = key(entity);
+    // This node may now write the entity itself (or restore it): the replica side's remembered
+    // position no longer holds.
+    this.#server?.forget(entity);
     if (!entry) {
       this.#prepared.delete(k);
       return;

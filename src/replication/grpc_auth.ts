@@ -31,14 +31,24 @@ function digest(value: string): Buffer {
 }
 
 /**
- * True when `header` is `Bearer <secret>`. Both sides are hashed first, so the comparison takes
- * the same time whatever the presented value's length or content.
+ * A check of `Bearer <secret>` headers against one secret, hashed once here. Each presented
+ * value is hashed (once per call) and its digest compared in constant time, so the comparison
+ * takes the same time whatever the presented value's length or content. An empty secret
+ * matches nothing.
  */
+export function secretChecker(secret: string): (header: unknown) => boolean {
+  const expected = secret === "" ? undefined : digest(secret);
+  return (header) => {
+    if (typeof header !== "string" || !expected) return false;
+    const presented = header.startsWith(PREFIX) ? header.slice(PREFIX.length) : "";
+    const ok = timingSafeEqual(digest(presented), expected);
+    return ok && presented.length > 0;
+  };
+}
+
+/** True when `header` is `Bearer <secret>` (see secretChecker, for many checks of one secret). */
 export function secretMatches(header: unknown, secret: string): boolean {
-  if (typeof header !== "string" || secret === "") return false;
-  const presented = header.startsWith(PREFIX) ? header.slice(PREFIX.length) : "";
-  const ok = timingSafeEqual(digest(presented), digest(secret));
-  return ok && presented.length > 0;
+  return secretChecker(secret)(header);
 }
 
 function requireSecret(secret: string): void {
@@ -48,10 +58,11 @@ function requireSecret(secret: string): void {
 /** A server interceptor refusing every call that lacks the cluster secret. */
 export function authServerInterceptor(secret: string): grpc.ServerInterceptor {
   requireSecret(secret);
+  const matches = secretChecker(secret);
   return (_method, call) => {
     const listener = new grpc.ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
-        if (secretMatches(metadata.get("authorization")[0], secret)) {
+        if (matches(metadata.get("authorization")[0])) {
           metadata.remove("authorization");
           next(metadata);
         } else {
@@ -70,10 +81,11 @@ export function authServerInterceptor(secret: string): grpc.ServerInterceptor {
 /** A client interceptor adding the cluster secret to every call. */
 export function authClientInterceptor(secret: string): grpc.Interceptor {
   requireSecret(secret);
+  const header = `${PREFIX}${secret}`;
   return (options, nextCall) =>
     new grpc.InterceptingCall(nextCall(options), {
       start(metadata, listener, next) {
-        metadata.set("authorization", `${PREFIX}${secret}`);
+        metadata.set("authorization", header);
         next(metadata, listener);
       },
     });

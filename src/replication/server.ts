@@ -12,6 +12,14 @@
  *     the new owner's (KIP-101), so it asks for a snapshot; the snapshot carries the new epoch;
  *   - a record beyond the next expected sequence number: `gap`;
  *   - a record already held: skipped (acknowledged).
+ *
+ *   The position (seq, epoch) a batch starts from is read from Redis, except when the batch's
+ *   first record follows the position this server itself left after its last clean apply of the
+ *   entity: then that position is used, and anything unexpected (a record already held, a
+ *   failing record, any refusal) makes it read the position and plan the batch again. What is
+ *   remembered is dropped when a snapshot is restored, when the Redis connection closes (a
+ *   restarted Redis may hold an older copy), and by `forget(entity)`, for writers other than this
+ *   server (the node's own writes as owner, restores from the backup).
  * - `Snapshot` / `Position`: the entity as held here (snapshot.ts).
  * - `Forward.Http` / `Forward.Stream`: serve requests forwarded by another node through the
  *   injected handler, one per call or many over one stream.
@@ -89,6 +97,21 @@ interface EntityResult {
   detail: string;
 }
 
+/** A position this server left in the local Redis by applying records (see #applyEntity). */
+interface KnownPosition {
+  seq: number;
+  epoch: number;
+}
+
+/** One planned and applied batch of one entity. */
+interface EntityRun {
+  result: EntityResult;
+  /** Records applied (not counting those already held). */
+  applied: number;
+  /** Every planned record applied: none was already held, refused or failed. */
+  clean: boolean;
+}
+
 function entityKey(e: EntityRef): string {
   return `${e.type}/${e.name}`;
 }
@@ -119,9 +142,19 @@ export class ReplicationServer {
   /** Serializes work per entity across every stream. */
   #locks = new Map<string, Promise<unknown>>();
   #port = 0;
+  /** Per entity, the position its last clean apply left (trusted for the next batch only). */
+  readonly #positions = new Map<string, KnownPosition>();
+  /** Per entity being applied: `stale` once its position may have changed meanwhile. */
+  readonly #applying = new Map<string, { stale: boolean }>();
+  /** A closed connection may mean a restarted Redis, holding an older copy of anything. */
+  readonly #onRedisClose = (): void => {
+    this.#positions.clear();
+    for (const a of this.#applying.values()) a.stale = true;
+  };
 
   private constructor(opts: ReplicationServerOptions) {
     this.#opts = opts;
+    opts.redis.on("close", this.#onRedisClose);
     this.#server = authenticatedServer(opts.secret);
     const proto = momdProto();
     this.#server.addService(proto.Replication.service, {
@@ -184,8 +217,21 @@ export class ReplicationServer {
     return this.#locked(entity, () => takeSnapshot(this.#opts.redis, entity));
   }
 
+  /**
+   * Drops the entity's position as this server remembers it, so that the next batch reads it
+   * from Redis. Call it whenever something other than this server may write the entity in the
+   * local Redis: this node becoming (or ceasing to be) its owner, a restore from the backup.
+   */
+  forget(entity: EntityRef): void {
+    const key = entityKey(entity);
+    this.#positions.delete(key);
+    const applying = this.#applying.get(key);
+    if (applying) applying.stale = true;
+  }
+
   /** Stops accepting calls; waits up to `graceMs` for running ones, then cuts them. */
   stop(graceMs = 2_000): Promise<void> {
+    this.#opts.redis.off("close", this.#onRedisClose);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#server.forceShutdown();
@@ -272,6 +318,7 @@ export class ReplicationServer {
       results.set(
         key,
         await this.#locked(snap.entity, async () => {
+          this.#positions.delete(key);
           if (refusal) {
             const p = await readPosition(this.#opts.redis, snap.entity);
             return {
@@ -315,9 +362,45 @@ export class ReplicationServer {
     return { batchId: batch.batchId, entities: [...results.values()].map(toWireAck) };
   }
 
+  /**
+   * Applies one entity's records of a batch, from the position this server's last clean apply
+   * left when the batch follows it, else from the position read from Redis. A run from the
+   * remembered position counts only when it is clean (each record applied, no refusal): a record
+   * already held or refused there means the copy changed behind this server's back (it must not
+   * be acknowledged under the batch's epoch), so the position is read and the batch planned
+   * again; what did apply is then a record already held.
+   */
   async #applyEntity(records: ReplicationRecord[]): Promise<EntityResult> {
     const entity = records[0].entity;
-    const pos = await readPosition(this.#opts.redis, entity);
+    const key = entityKey(entity);
+    const sorted = records.length > 1 ? [...records].sort((a, b) => a.seq - b.seq) : records;
+    const applying = { stale: false };
+    this.#applying.set(key, applying);
+    const known = this.#positions.get(key);
+    this.#positions.delete(key); // remembered again only after a clean run
+    try {
+      let run: EntityRun | undefined;
+      if (known && sorted[0].seq === known.seq + 1 && sorted[0].epoch === known.epoch) {
+        run = await this.#run(entity, sorted, known);
+        if (!run.clean || run.applied === 0 || run.result.error) run = undefined;
+      }
+      run ??= await this.#run(entity, sorted, await readPosition(this.#opts.redis, entity));
+      const { result } = run;
+      if (run.clean && run.applied > 0 && !result.error && !applying.stale) {
+        this.#positions.set(key, { seq: result.seq, epoch: result.epoch });
+      }
+      return result;
+    } finally {
+      this.#applying.delete(key);
+    }
+  }
+
+  /** Plans the records (sorted by seq) from position `pos`, applies the plan, and answers. */
+  async #run(
+    entity: EntityRef,
+    records: ReplicationRecord[],
+    pos: KnownPosition,
+  ): Promise<EntityRun> {
     let seq = pos.seq;
     let epoch = pos.epoch;
     const fence = Math.max(epoch, this.#opts.fence?.(entity) ?? 0);
@@ -335,7 +418,7 @@ export class ReplicationServer {
     let refusal: EntityResult | null = null;
     let expectSeq = seq;
     let expectEpoch = epoch;
-    for (const r of [...records].sort((a, b) => a.seq - b.seq)) {
+    for (const r of records) {
       if (r.epoch < fence) {
         refusal = result("stale_epoch", `record epoch ${r.epoch} is older than ${fence}`);
         break;
@@ -354,24 +437,30 @@ export class ReplicationServer {
       expectEpoch = r.epoch;
     }
     const outcomes = await Promise.allSettled(plan.map((r) => this.#opts.applier.apply(r)));
+    let applied = 0;
     for (let i = 0; i < plan.length; i++) {
       const outcome = outcomes[i];
       if (outcome.status === "rejected") {
         const err = outcome.reason;
+        const failed = (res: EntityResult): EntityRun => ({ result: res, applied, clean: false });
         if (err instanceof BrokerError && err.code === "stale_epoch") {
-          return result("stale_epoch", err.detail);
+          return failed(result("stale_epoch", err.detail));
         }
         const now = await readPosition(this.#opts.redis, entity);
         seq = now.seq;
         epoch = now.epoch;
-        if (err instanceof BrokerError && err.code === "conflict") return result("gap", err.detail);
-        return result("failed", err instanceof Error ? err.message : String(err));
+        if (err instanceof BrokerError && err.code === "conflict") {
+          return failed(result("gap", err.detail));
+        }
+        return failed(result("failed", err instanceof Error ? err.message : String(err)));
       }
+      if (outcome.value === "applied") applied++;
       seq = plan[i].seq;
       epoch = plan[i].epoch;
     }
-    if (refusal) return { ...refusal, seq, epoch };
-    return result("", "");
+    const clean = applied === plan.length;
+    if (refusal) return { result: { ...refusal, seq, epoch }, applied, clean };
+    return { result: result("", ""), applied, clean };
   }
 
   /**
