@@ -690,3 +690,31 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "backup: a log that would outgrow compactRatio times its snapshot is folded into one",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    for (const [ratio, appended] of [[100, 1], [0.5, 0]] as const) {
+      const s = await setup({ minCompactBytes: 0, compactRatio: ratio });
+      try {
+        const q = queueOps(s.api, "sized");
+        await q.create();
+        await q.send({ body: "small" });
+        assert.equal((await s.sync.flush()).written, 1);
+        const base = await readBackupHead(s.backup, Q("sized"));
+        // One record larger than half the snapshot, far smaller than 100 times it.
+        await q.send({ body: "x".repeat(2 * base!.bytes) });
+        const pass = await s.sync.flush();
+        assert.deepEqual(
+          { appended: pass.appended, written: pass.written },
+          { appended, written: 1 - appended },
+          `ratio ${ratio}`,
+        );
+      } finally {
+        await s.close();
+      }
+    }
+  },
+});

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { Redis } from "ioredis";
 import grpc from "@grpc/grpc-js";
+import { mayWait } from "../src/api/routing.ts";
 import { BrokerError } from "../src/broker/errors.ts";
 import type { EntityRef } from "../src/broker/keys.ts";
 import { scriptKeys, Store } from "../src/broker/store.ts";
@@ -1027,6 +1028,100 @@ Deno.test({
 
       assert.equal(await get(earlierAddress, "/a"), "unary /a");
       assert.equal(await get(earlierAddress, "/b"), "unary /b");
+    } finally {
+      peers.close();
+      earlier.forceShutdown();
+      await server.stop();
+      conn.disconnect();
+      await redis.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "forwarding over gRPC: a long poll whose client goes away is cancelled on the owner too",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const redis = await startRedis();
+    const conn = new Redis(redis.url);
+    /** Per path, what the handler saw: "aborted" once its request's signal fired. */
+    const seen = new Map<string, string>();
+    const entered = new Map<string, () => void>();
+    const started = (path: string) => new Promise<void>((resolve) => entered.set(path, resolve));
+    const forward: ForwardHandler = async ({ request }) => {
+      const path = new URL(request.url).pathname;
+      entered.get(path)?.();
+      if (path.endsWith("/receive")) {
+        // A long poll: it ends when its request's signal says the client went away.
+        await new Promise<void>((resolve) => {
+          if (request.signal.aborted) resolve();
+          request.signal.addEventListener("abort", () => resolve(), { once: true });
+        });
+        seen.set(path, "aborted");
+        return new Response("ended");
+      }
+      return new Response(path);
+    };
+    const server = await ReplicationServer.start({
+      listen: "127.0.0.1:0",
+      secret: SECRET,
+      redis: conn,
+      applier: { apply: () => Promise.resolve("applied" as const) },
+      forward,
+    });
+    // A node of an earlier version: Forward.Http only; it records cancelled calls.
+    const cancelled: string[] = [];
+    const earlier = authenticatedServer(SECRET);
+    earlier.addService(momdProto().Forward.service, {
+      // deno-lint-ignore no-explicit-any
+      Http: (call: grpc.ServerUnaryCall<any, any>, _cb: grpc.sendUnaryData<any>) => {
+        call.on("cancelled", () => cancelled.push(call.request.path));
+        entered.get(call.request.path)?.();
+      },
+    });
+    const earlierAddress = `127.0.0.1:${await bindServer(earlier, "127.0.0.1:0")}`;
+    const peers = new PeerClients({ secret: SECRET });
+    const poll = (address: string, path: string, signal: AbortSignal) =>
+      peers.forwardHttp(address, new Request(`http://x${path}`, { method: "POST" }), null, {
+        signal,
+      });
+    try {
+      // The requests that carry their client's signal across a forward: those that may wait.
+      for (
+        const path of [
+          "/v1/queues/q/receive",
+          "/v1/topics/t/subscriptions/s/receive?x=1",
+          "/v1/queues/q/requests",
+          "/v1/tasks/abc",
+        ]
+      ) assert.ok(mayWait(path), path);
+      for (const path of ["/v1/queues/q/messages", "/v1/tasks/abc/reply", "/v1/queues/q"]) {
+        assert.ok(!mayWait(path), path);
+      }
+      for (const address of [server.address, earlierAddress]) {
+        const path = `/v1/queues/q${address === server.address ? 1 : 2}/receive`;
+        const client = new AbortController();
+        const running = started(path);
+        const answer = poll(address, path, client.signal);
+        answer.catch(() => {});
+        await running;
+        client.abort();
+        await assert.rejects(answer, isCode("unavailable"));
+        await waitFor(
+          `${path} cancelled on the serving node`,
+          () => seen.get(path) === "aborted" || cancelled.includes(path),
+        );
+      }
+      // The stream carries on: other requests are served, and a poll left alone is not cut.
+      const stay = new AbortController();
+      const staying = poll(server.address, "/v1/queues/q3/receive", stay.signal);
+      staying.catch(() => {});
+      const get = await peers.forwardHttp(server.address, new Request("http://x/a"), null);
+      assert.equal(await get.text(), "/a");
+      assert.equal(seen.has("/v1/queues/q3/receive"), false);
+      stay.abort();
+      await assert.rejects(staying);
     } finally {
       peers.close();
       earlier.forceShutdown();

@@ -6,6 +6,18 @@ export type Route =
   | { here: true; owner: string; claimed: boolean }
   | { here: false; owner: string; address: string; claimed: boolean };
 
+const MAY_WAIT = /\/(?:receive|requests)$|^\/v1\/tasks\/[^/]+$/;
+
+/**
+ * Whether a request to `path` (query string allowed) may wait, as a long poll: receives, a
+ * request waiting for its reply, reading a task. Only such requests are worth cancelling when
+ * their client goes away, so only they carry the client's signal across a forward.
+ */
+export function mayWait(path: string): boolean {
+  const q = path.indexOf("?");
+  return MAY_WAIT.test(q < 0 ? path : path.slice(0, q));
+}
+
 /** One node of the cluster as `GET /v1/cluster` shows it. */
 export interface NodeStatus {
   id: string;
@@ -52,8 +64,16 @@ export interface EntityRouter {
    * that it owns the entity (a create or move just happened), and waits for its take-over.
    */
   ready(entity: EntityRef): Promise<void>;
-  /** Sends a request to the owner at `address` and returns its answer. */
-  forward(address: string, request: Request, principal: Principal | null): Promise<Response>;
+  /**
+   * Sends a request to the owner at `address` and returns its answer; `signal` (the client went
+   * away) cancels it there too.
+   */
+  forward(
+    address: string,
+    request: Request,
+    principal: Principal | null,
+    signal?: AbortSignal,
+  ): Promise<Response>;
   /** The create that claimed the name failed: give the name back. */
   createFailed(entity: EntityRef): Promise<void>;
   /** The entity was deleted by its owner: forget its ownership record. */

@@ -9,8 +9,10 @@
  * (src/replication/snapshot.ts, one atomic Lua read) replaces backup and log when the records
  * cannot continue what the backup holds (first pass after start or take-over, a new epoch or
  * incarnation, records dropped while the backup was unreachable) and when the log has grown past
- * the snapshot's size or `maxLogRecords` (so a restore replays a bounded log: the cost of
- * snapshots stays a fixed fraction of the traffic, like Redis's AOF rewrite).
+ * `compactRatio` times the snapshot's size or `maxLogRecords` (so a restore replays a bounded log,
+ * and the cost of snapshots stays a fixed fraction of the traffic, like Redis's AOF rewrite). The
+ * ratio is well above 1 because a snapshot is one atomic read that holds the local Redis for a
+ * time proportional to the entity's size: fewer of them means fewer such pauses.
  *
  * Fencing happens twice: an entity is backed up only while `epochOf` says this node may write it
  * (it throws for a zombie, a paused entity, an entity being taken over), and the script refuses
@@ -54,11 +56,12 @@ export interface BackupSyncOptions {
   /** How long a deleted entity's tombstone refuses late writes (default 24 h). */
   tombstoneTtlMs?: number;
   /**
-   * A log may grow to the size of its snapshot, or to this many bytes when the snapshot is
-   * smaller, before a snapshot replaces both (default 8 MiB).
+   * A log may grow to `compactRatio` times the size of its snapshot, or to `minCompactBytes` when
+   * that is more, before a snapshot replaces both (defaults 4 and 8 MiB).
    */
+  compactRatio?: number;
   minCompactBytes?: number;
-  /** At most this many records in a log, which bounds a restore's replay (default 50,000). */
+  /** At most this many records in a log, which bounds a restore's replay (default 100,000). */
   maxLogRecords?: number;
   /**
    * Records kept per entity between passes; past it (the backup unreachable for long) they are
@@ -145,6 +148,7 @@ export class BackupSync {
   readonly #epochOf: BackupSyncOptions["epochOf"];
   readonly #intervalMs: number;
   readonly #tombstoneTtlMs: number;
+  readonly #compactRatio: number;
   readonly #minCompactBytes: number;
   readonly #maxLogRecords: number;
   readonly #maxPendingRecords: number;
@@ -171,8 +175,9 @@ export class BackupSync {
     this.#epochOf = opts.epochOf;
     this.#intervalMs = opts.intervalMs ?? 1000;
     this.#tombstoneTtlMs = opts.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS;
+    this.#compactRatio = opts.compactRatio ?? 4;
     this.#minCompactBytes = opts.minCompactBytes ?? 8 * 1024 * 1024;
-    this.#maxLogRecords = opts.maxLogRecords ?? 50_000;
+    this.#maxLogRecords = opts.maxLogRecords ?? 100_000;
     this.#maxPendingRecords = opts.maxPendingRecords ?? 200_000;
     this.#log = opts.log ?? ((m) => console.error(m));
     this.#now = opts.now ?? Date.now;
@@ -404,7 +409,7 @@ export class BackupSync {
     for (const e of encoded) bytes += e.length;
     if (
       last.logLen + run.length > this.#maxLogRecords ||
-      last.logBytes + bytes > Math.max(this.#minCompactBytes, last.bytes)
+      last.logBytes + bytes > Math.max(this.#minCompactBytes, this.#compactRatio * last.bytes)
     ) {
       return false; // compaction: a snapshot replaces snapshot and log
     }

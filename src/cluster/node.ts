@@ -248,9 +248,15 @@ export class ClusterNode implements EntityRouter {
     await this.#preparing.get(key(entity));
   }
 
-  forward(address: string, request: Request, principal: Principal | null): Promise<Response> {
+  forward(
+    address: string,
+    request: Request,
+    principal: Principal | null,
+    signal?: AbortSignal,
+  ): Promise<Response> {
     return this.peers.forwardHttp(address, request, principal, {
       deadlineMs: this.#config.forwardTimeoutMs,
+      signal,
     });
   }
 

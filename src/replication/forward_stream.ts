@@ -15,6 +15,8 @@ export interface WireHttpRequest {
   body: Uint8Array;
   principal: { username: string; role: string } | null;
   callId?: string;
+  /** Cancels the request in flight with this callId (no other field is read). */
+  cancel?: boolean;
 }
 
 /** HttpResponse on the wire. */
@@ -36,7 +38,17 @@ interface Pending {
   resolve: (res: WireHttpResponse) => void;
   reject: (err: StreamCallError) => void;
   timer: ReturnType<typeof setTimeout>;
+  /** Stops listening to the caller's signal. */
+  unlisten?: () => void;
 }
+
+const CANCEL_FIELDS = {
+  method: "",
+  path: "",
+  headers: [],
+  body: new Uint8Array(0),
+  principal: null,
+};
 
 /** One Forward.Stream to one node; see the module comment. */
 export class ForwardStream {
@@ -57,6 +69,7 @@ export class ForwardStream {
       if (!p) return; // its deadline passed: nobody waits for it any more
       this.#pending.delete(id);
       clearTimeout(p.timer);
+      p.unlisten?.();
       if (res.error) p.reject(parseError(res.error));
       else p.resolve(res);
     });
@@ -73,18 +86,36 @@ export class ForwardStream {
     return !this.#closed;
   }
 
-  /** Sends one request; resolves with its answer, rejects with a StreamCallError. */
-  send(req: WireHttpRequest, deadlineMs: number): Promise<WireHttpResponse> {
+  /**
+   * Sends one request; resolves with its answer, rejects with a StreamCallError. When `signal`
+   * aborts first, the call is cancelled on the serving node too and rejects with CANCELLED.
+   */
+  send(req: WireHttpRequest, deadlineMs: number, signal?: AbortSignal): Promise<WireHttpResponse> {
     if (this.#closed) {
       return Promise.reject({ code: grpc.status.UNAVAILABLE, details: "the forward stream ended" });
+    }
+    if (signal?.aborted) {
+      return Promise.reject({ code: grpc.status.CANCELLED, details: "the client went away" });
     }
     const id = String(this.#nextId++);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
+        pending.unlisten?.();
         reject({ code: grpc.status.DEADLINE_EXCEEDED, details: `no answer in ${deadlineMs} ms` });
       }, deadlineMs);
-      this.#pending.set(id, { resolve, reject, timer });
+      const pending: Pending = { resolve, reject, timer };
+      if (signal) {
+        const cancel = () => {
+          if (!this.#pending.delete(id)) return;
+          clearTimeout(timer);
+          if (!this.#closed) this.#call.write({ ...CANCEL_FIELDS, callId: id, cancel: true });
+          reject({ code: grpc.status.CANCELLED, details: "the client went away" });
+        };
+        signal.addEventListener("abort", cancel, { once: true });
+        pending.unlisten = () => signal.removeEventListener("abort", cancel);
+      }
+      this.#pending.set(id, pending);
       this.#call.write({ ...req, callId: id });
     });
   }
@@ -102,6 +133,7 @@ export class ForwardStream {
     }
     for (const p of this.#pending.values()) {
       clearTimeout(p.timer);
+      p.unlisten?.();
       p.reject(err);
     }
     this.#pending.clear();

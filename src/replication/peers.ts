@@ -127,7 +127,7 @@ export class PeerClients {
     address: string,
     request: Request,
     principal: Principal | null,
-    opts: { deadlineMs?: number } = {},
+    opts: { deadlineMs?: number; signal?: AbortSignal } = {},
   ): Promise<Response> {
     // Every forwarded request pays this on the hot path: no URL parsing, no copies of the body.
     const url = request.url;
@@ -153,12 +153,12 @@ export class PeerClients {
     let res: WireHttpResponse;
     try {
       res = this.#unaryForward.has(address)
-        ? await this.#forwardUnary(address, wire, deadlineMs)
-        : await this.#forwardStream(address).send(wire, deadlineMs).catch((err) => {
+        ? await this.#forwardUnary(address, wire, deadlineMs, opts.signal)
+        : await this.#forwardStream(address).send(wire, deadlineMs, opts.signal).catch((err) => {
           if (err.code !== grpc.status.UNIMPLEMENTED) throw err;
           // A node of an earlier version: it never saw the request, so sending it again is safe.
           this.#unaryForward.add(address);
-          return this.#forwardUnary(address, wire, deadlineMs);
+          return this.#forwardUnary(address, wire, deadlineMs, opts.signal);
         });
     } catch (err) {
       throw unavailable(`forward to ${address}`, err);
@@ -191,14 +191,22 @@ export class PeerClients {
     address: string,
     wire: WireHttpRequest,
     deadlineMs: number,
+    signal?: AbortSignal,
   ): Promise<WireHttpResponse> {
     const client = this.#client(this.#forward, momdProto().Forward, address);
     return new Promise((resolve, reject) => {
-      client.Http(
+      const call = client.Http(
         wire,
         { deadline: Date.now() + deadlineMs },
-        (err: grpc.ServiceError | null, out: WireHttpResponse) => err ? reject(err) : resolve(out),
+        (err: grpc.ServiceError | null, out: WireHttpResponse) => {
+          signal?.removeEventListener("abort", cancel);
+          if (err) reject(err);
+          else resolve(out);
+        },
       );
+      // The serving node sees the call cancelled and ends a long poll.
+      const cancel = () => call.cancel();
+      signal?.addEventListener("abort", cancel, { once: true });
     });
   }
 

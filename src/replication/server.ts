@@ -32,6 +32,7 @@ import type { EntityRef } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
 import type { ReplicationRecord } from "./record.ts";
 import { authenticatedServer, bindServer, type GrpcTls } from "./grpc_auth.ts";
+import { mayWait } from "../api/routing.ts";
 import {
   fromWireEntity,
   fromWireRecord,
@@ -187,7 +188,10 @@ export class ReplicationServer {
           });
           return;
         }
-        this.#unary(cb, () => this.#forward(call.request));
+        // A caller that cancels (its client went away) ends a long poll here too.
+        const stop = mayWait(String(call.request.path ?? "")) ? new AbortController() : undefined;
+        if (stop) call.on("cancelled", () => stop.abort());
+        this.#unary(cb, () => this.#forward(call.request, stop?.signal));
       },
       // deno-lint-ignore no-explicit-any
       Stream: (call: grpc.ServerDuplexStream<any, any>) => this.#forwardStream(call),
@@ -479,13 +483,22 @@ export class ReplicationServer {
     }
     let running = 0;
     let ended = false;
+    /** Requests that may wait (long polls), by call id: what a cancel message aborts. */
+    const waiting = new Map<string, AbortController>();
     const endIfDone = () => {
       if (ended && running === 0 && call.writable) call.end();
     };
     // deno-lint-ignore no-explicit-any
     call.on("data", (req: any) => {
+      const id = String(req.callId);
+      if (req.cancel) {
+        waiting.get(id)?.abort();
+        return;
+      }
+      let stop: AbortController | undefined;
+      if (mayWait(String(req.path ?? ""))) waiting.set(id, stop = new AbortController());
       running++;
-      this.#forward(req).then(
+      this.#forward(req, stop?.signal).then(
         (res) => ({ ...res, callId: req.callId }),
         (err) => ({
           callId: req.callId,
@@ -493,6 +506,7 @@ export class ReplicationServer {
         }),
       ).then((answer) => {
         running--;
+        if (stop) waiting.delete(id);
         if (!call.cancelled && call.writable) call.write(answer);
         endIfDone();
       });
@@ -505,7 +519,7 @@ export class ReplicationServer {
   }
 
   // deno-lint-ignore no-explicit-any
-  async #forward(req: any): Promise<any> {
+  async #forward(req: any, signal?: AbortSignal): Promise<any> {
     const path = String(req.path ?? "/");
     if (!path.startsWith("/")) throw new Error("invalid path");
     const headers = new Headers();
@@ -518,7 +532,7 @@ export class ReplicationServer {
     // The length is known: without it the body-size limit would stream and copy the body again
     // (the receiving node checked that limit already).
     if (body) headers.set("content-length", String(body.length));
-    const request = new Request(`http://forwarded${path}`, { method, headers, body });
+    const request = new Request(`http://forwarded${path}`, { method, headers, body, signal });
     const role = req.principal?.role;
     const principal: Principal | null =
       req.principal?.username && (role === "admin" || role === "user")

@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler, Next } from "hono";
 import type { EntityRef } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
-import type { EntityRouter } from "../routing.ts";
+import { type EntityRouter, mayWait } from "../routing.ts";
 import { ListQuery } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
 
@@ -108,7 +108,11 @@ export async function serveOnOwner(
     await next();
     res = c.res;
   } else {
-    res = await router.forward(route.address, opts.request ?? c.req.raw, principal);
+    const request = opts.request ?? c.req.raw;
+    // A long poll ends on the owner too when its client goes away (no messages taken for
+    // nobody); other requests never touch the signal (it costs a watch on the connection).
+    const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
+    res = await router.forward(route.address, request, principal, signal);
     // This node acted as a gateway to the owner (RFC 9110 Via): shows a forward happened.
     res.headers.append("via", `1.1 ${router.nodeId}`);
   }
