@@ -977,38 +977,62 @@ Deno.test({
   },
 });
 
+/**
+ * A node's gRPC server serving `forward`, and a node of an earlier version that serves only
+ * Forward.Http (with `http`), with the peer clients that reach both.
+ */
+async function forwardingNodes(
+  forward: ForwardHandler,
+  // deno-lint-ignore no-explicit-any
+  http: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => void,
+) {
+  const redis = await startRedis();
+  const conn = new Redis(redis.url);
+  const server = await ReplicationServer.start({
+    listen: "127.0.0.1:0",
+    secret: SECRET,
+    redis: conn,
+    applier: { apply: () => Promise.resolve("applied" as const) },
+    forward,
+  });
+  const earlier = authenticatedServer(SECRET);
+  earlier.addService(momdProto().Forward.service, { Http: http });
+  const earlierAddress = `127.0.0.1:${await bindServer(earlier, "127.0.0.1:0")}`;
+  const peers = new PeerClients({ secret: SECRET });
+  return {
+    server,
+    earlierAddress,
+    peers,
+    async close() {
+      peers.close();
+      earlier.forceShutdown();
+      await server.stop();
+      conn.disconnect();
+      await redis.stop();
+    },
+  };
+}
+
 Deno.test({
   name: "forwarding over gRPC: requests share a stream and are answered as each is ready; " +
     "a node without the stream gets unary calls",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const redis = await startRedis();
-    const conn = new Redis(redis.url);
     let releaseSlow!: () => void;
     const slowGate = new Promise<void>((resolve) => releaseSlow = resolve);
-    const forward: ForwardHandler = async ({ request }) => {
-      const path = new URL(request.url).pathname;
-      if (path === "/slow") await slowGate;
-      if (path === "/fail") throw new Error("the handler broke");
-      return new Response(path);
-    };
-    const server = await ReplicationServer.start({
-      listen: "127.0.0.1:0",
-      secret: SECRET,
-      redis: conn,
-      applier: { apply: () => Promise.resolve("applied" as const) },
-      forward,
-    });
-    // A node of an earlier version: Forward.Http only.
-    const earlier = authenticatedServer(SECRET);
-    earlier.addService(momdProto().Forward.service, {
-      // deno-lint-ignore no-explicit-any
-      Http: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) =>
+    const nodes = await forwardingNodes(
+      async ({ request }) => {
+        const path = new URL(request.url).pathname;
+        if (path === "/slow") await slowGate;
+        if (path === "/fail") throw new Error("the handler broke");
+        return new Response(path);
+      },
+      // The node of an earlier version answers every call.
+      (call, cb) =>
         cb(null, { status: 200, headers: [], body: Buffer.from(`unary ${call.request.path}`) }),
-    });
-    const earlierAddress = `127.0.0.1:${await bindServer(earlier, "127.0.0.1:0")}`;
-    const peers = new PeerClients({ secret: SECRET });
+    );
+    const { server, earlierAddress, peers } = nodes;
     const get = async (address: string, path: string) =>
       await (await peers.forwardHttp(address, new Request(`http://x${path}`), null)).text();
     try {
@@ -1029,11 +1053,7 @@ Deno.test({
       assert.equal(await get(earlierAddress, "/a"), "unary /a");
       assert.equal(await get(earlierAddress, "/b"), "unary /b");
     } finally {
-      peers.close();
-      earlier.forceShutdown();
-      await server.stop();
-      conn.disconnect();
-      await redis.stop();
+      await nodes.close();
     }
   },
 });
@@ -1043,8 +1063,6 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const redis = await startRedis();
-    const conn = new Redis(redis.url);
     /** Per path, what the handler saw: "aborted" once its request's signal fired. */
     const seen = new Map<string, string>();
     const entered = new Map<string, () => void>();
@@ -1063,25 +1081,13 @@ Deno.test({
       }
       return new Response(path);
     };
-    const server = await ReplicationServer.start({
-      listen: "127.0.0.1:0",
-      secret: SECRET,
-      redis: conn,
-      applier: { apply: () => Promise.resolve("applied" as const) },
-      forward,
-    });
-    // A node of an earlier version: Forward.Http only; it records cancelled calls.
+    // The node of an earlier version never answers; it records cancelled calls.
     const cancelled: string[] = [];
-    const earlier = authenticatedServer(SECRET);
-    earlier.addService(momdProto().Forward.service, {
-      // deno-lint-ignore no-explicit-any
-      Http: (call: grpc.ServerUnaryCall<any, any>, _cb: grpc.sendUnaryData<any>) => {
-        call.on("cancelled", () => cancelled.push(call.request.path));
-        entered.get(call.request.path)?.();
-      },
+    const nodes = await forwardingNodes(forward, (call) => {
+      call.on("cancelled", () => cancelled.push(call.request.path));
+      entered.get(call.request.path)?.();
     });
-    const earlierAddress = `127.0.0.1:${await bindServer(earlier, "127.0.0.1:0")}`;
-    const peers = new PeerClients({ secret: SECRET });
+    const { server, earlierAddress, peers } = nodes;
     const poll = (address: string, path: string, signal: AbortSignal) =>
       peers.forwardHttp(address, new Request(`http://x${path}`, { method: "POST" }), null, {
         signal,
@@ -1123,11 +1129,7 @@ Deno.test({
       stay.abort();
       await assert.rejects(staying);
     } finally {
-      peers.close();
-      earlier.forceShutdown();
-      await server.stop();
-      conn.disconnect();
-      await redis.stop();
+      await nodes.close();
     }
   },
 });
