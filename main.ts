@@ -63,6 +63,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
       ? () => cluster.ownership.list().filter((e) => e.owner === config.nodeId).map((e) => e.entity)
       : () => registeredEntities(local),
     epochOf: cluster ? (e) => cluster.epochOf(e) : () => 0,
+    replicaSnapshot: cluster ? (e) => cluster.replicaSnapshot(e) : undefined,
     intervalMs: config.backupIntervalMs,
   });
   const store = await Store.open(local, {

@@ -718,3 +718,71 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "backup: a snapshot that replaces a log is read from a replica's copy that continues it",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const replicaServer = await startRedis();
+    const replica = connectRedis(replicaServer.url, "test-replica");
+    let asked = 0;
+    const s = await setup({
+      maxLogRecords: 2,
+      replicaSnapshot: (e) => {
+        asked++;
+        return takeSnapshot(replica, e);
+      },
+    });
+    try {
+      const q = queueOps(s.api, "jobs");
+      await q.create();
+      assert.equal((await s.sync.flush()).written, 1); // nothing backed up yet: the local copy
+      assert.equal(asked, 0);
+      await q.send({ body: "1" });
+      assert.equal((await s.sync.flush()).appended, 1);
+      // The replica has the owner's records up to here (a little behind the owner).
+      await q.send({ body: "2" });
+      await restoreSnapshot(replica, await takeSnapshot(s.api.local, Q("jobs")));
+      const replicaSeq = Number(await replica.hget("momd:q:{jobs}:meta", "seq"));
+
+      // The log is due for compaction: the replica's copy replaces it, the owner's Redis is not
+      // read, and the records after the replica's seq follow in the log.
+      for (let i = 3; i <= 4; i++) await q.send({ body: String(i) });
+      const evals = await commandCalls(s.api.local, "eval");
+      const compacted = await s.sync.flush();
+      assert.equal(compacted.written, 1, JSON.stringify(compacted));
+      assert.equal(asked, 1);
+      assert.equal(await commandCalls(s.api.local, "eval"), evals, "no snapshot of the owner");
+      const head = await readBackupHead(s.backup, Q("jobs"));
+      assert.deepEqual({ base: head!.base, seq: head!.seq }, { base: replicaSeq, seq: replicaSeq });
+      assert.equal((await s.sync.flush()).appended, 1, "the owner's newer records follow");
+      const latest = await dumpEntity(s.api.local, Q("jobs"));
+      await s.api.local.flushdb();
+      await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("jobs"));
+      assert.deepEqual(await dumpEntity(s.api.local, Q("jobs")), latest);
+
+      // A replica copy no newer than the backup, or of another incarnation, is not used.
+      for (let i = 5; i <= 7; i++) await q.send({ body: String(i) });
+      const before = await commandCalls(s.api.local, "eval");
+      assert.equal((await s.sync.flush()).written, 1);
+      assert.equal(await commandCalls(s.api.local, "eval"), before + 1, "the owner's copy");
+      await q.delete();
+      await new Promise((r) => setTimeout(r, 5));
+      await q.create();
+      await s.sync.flush(); // the new incarnation's first backup: the local copy
+      await q.send({ body: "again 0" });
+      // A copy past the backup's seq, but of another incarnation.
+      await restoreSnapshot(replica, await takeSnapshot(s.api.local, Q("jobs")));
+      await replica.hset("momd:q:{jobs}:meta", "createdAt", "1");
+      for (let i = 1; i < 3; i++) await q.send({ body: `again ${i}` });
+      const again = await commandCalls(s.api.local, "eval");
+      assert.equal((await s.sync.flush()).written, 1);
+      assert.equal(await commandCalls(s.api.local, "eval"), again + 1, "not the other incarnation");
+    } finally {
+      await s.close();
+      replica.disconnect();
+      await replicaServer.stop();
+    }
+  },
+});

@@ -27,7 +27,7 @@
 import type { Redis } from "ioredis";
 import { type EntityRef, queueKeys, registryKey, topicKeys } from "../broker/keys.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
-import { takeSnapshot } from "../replication/snapshot.ts";
+import { type EntitySnapshot, takeSnapshot } from "../replication/snapshot.ts";
 import {
   appendBackup,
   type BackupVersion,
@@ -51,6 +51,12 @@ export interface BackupSyncOptions {
    * owner, lease lost, take-over or hand-over in progress): the entity is skipped this pass.
    */
   epochOf: (entity: EntityRef) => number;
+  /**
+   * The entity as one of its replicas holds it (a cluster), or undefined. A snapshot that
+   * replaces a log is read there when that copy continues the backup (same incarnation and
+   * epoch, past its seq), so the atomic read does not hold this node's Redis.
+   */
+  replicaSnapshot?: (entity: EntityRef) => Promise<EntitySnapshot | undefined>;
   /** Time between the starts of two passes (default 1000 ms). */
   intervalMs?: number;
   /** How long a deleted entity's tombstone refuses late writes (default 24 h). */
@@ -146,6 +152,7 @@ export class BackupSync {
   readonly #backup: Redis;
   readonly #owned: BackupSyncOptions["owned"];
   readonly #epochOf: BackupSyncOptions["epochOf"];
+  readonly #replicaSnapshot: BackupSyncOptions["replicaSnapshot"];
   readonly #intervalMs: number;
   readonly #tombstoneTtlMs: number;
   readonly #compactRatio: number;
@@ -173,6 +180,7 @@ export class BackupSync {
     this.#backup = opts.backup;
     this.#owned = opts.owned;
     this.#epochOf = opts.epochOf;
+    this.#replicaSnapshot = opts.replicaSnapshot;
     this.#intervalMs = opts.intervalMs ?? 1000;
     this.#tombstoneTtlMs = opts.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS;
     this.#compactRatio = opts.compactRatio ?? 4;
@@ -457,13 +465,36 @@ export class BackupSync {
     else this.#pending.delete(k);
   }
 
+  /**
+   * A replica's copy of the entity when it can replace the backup: of the same incarnation and
+   * epoch as what this node backed up last, and newer than it (an older or equal one would not
+   * replace it). Undefined otherwise, or when the replica cannot be reached: then the local copy.
+   */
+  async #fromReplica(entity: EntityRef, version: BackupVersion) {
+    const last = this.#backed.get(entityKey(entity));
+    if (
+      !this.#replicaSnapshot || !last || last.created !== version.created ||
+      last.epoch !== version.epoch
+    ) return undefined;
+    try {
+      const s = await this.#replicaSnapshot(entity);
+      const usable = s && s.keys.length > 0 && s.created === version.created &&
+        s.epoch === version.epoch && s.seq > last.seq;
+      return usable ? s : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Replaces the entity's backup (snapshot and log) with a snapshot of its local state. */
   async #snapshot(entity: EntityRef, version: BackupVersion, result: PassResult): Promise<void> {
     const k = entityKey(entity);
     const epoch = version.epoch;
-    const snapshot = await takeSnapshot(this.#local, entity, { epoch });
+    const replica = await this.#fromReplica(entity, version);
+    const snapshot = replica ?? await takeSnapshot(this.#local, entity, { epoch });
     // Deleted (or deleted and created again) since the HMGET: the next pass sees it as it is.
-    if (snapshot.keys.length === 0 || snapshot.seq < version.seq) {
+    // (A replica's copy may be a little behind the HMGET: the next append carries the rest.)
+    if (snapshot.keys.length === 0 || (!replica && snapshot.seq < version.seq)) {
       result.skipped++;
       return;
     }

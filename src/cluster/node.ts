@@ -24,7 +24,7 @@ import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { PeerClients } from "../replication/peers.ts";
 import { ReplicationServer } from "../replication/server.ts";
 import { Shipper } from "../replication/shipper.ts";
-import { adoptEpoch } from "../replication/snapshot.ts";
+import { adoptEpoch, type EntitySnapshot } from "../replication/snapshot.ts";
 import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
 import { type EntityEntry, Ownership } from "./ownership.ts";
@@ -127,6 +127,19 @@ export class ClusterNode implements EntityRouter {
   /** The sink the store ships its records through. */
   get sink(): RecordSink {
     return { ship: (r: ReplicationRecord) => this.shipper.ship(r) };
+  }
+
+  /**
+   * The entity as one of its replicas holds it, from a replica this node ships to without a
+   * resync in progress; undefined when there is none. Backup snapshots are read there: the read
+   * is atomic and holds that Redis for a time proportional to the entity's size, and with
+   * `minInSyncReplicas` below the copies, the other replica's acknowledgements keep writes going.
+   */
+  async replicaSnapshot(entity: EntityRef): Promise<EntitySnapshot | undefined> {
+    const k = key(entity);
+    const link = this.shipper.lag().find((l) => key(l.entity) === k && l.connected && !l.syncing);
+    const member = link && this.membership.member(link.peer);
+    return member ? await this.peers.snapshot(member.grpc, entity) : undefined;
   }
 
   /** The epoch the store writes an entity with; refuses unless this node may write it now. */

@@ -71,6 +71,7 @@ export interface WireSnapshot {
   epoch: string;
   keys: { key: string; value: Uint8Array; pttl: string }[];
   registry: { kind: string; value: string } | null;
+  created?: string;
 }
 
 /** RecordBatch on the wire. */
@@ -144,6 +145,7 @@ export function toWireSnapshot(s: EntitySnapshot): WireSnapshot {
     epoch: String(s.epoch),
     keys: s.keys.map((k) => ({ key: k.key, value: Buffer.from(k.value), pttl: String(k.pttl) })),
     registry: { kind: s.registry.kind, value: s.registry.value },
+    created: String(s.created ?? 0),
   };
 }
 
@@ -163,5 +165,6 @@ export function fromWireSnapshot(w: WireSnapshot): EntitySnapshot {
       pttl: safeInt(k.pttl, "pttl"),
     })),
     registry: { kind: kind as RegistrySnapshot["kind"], value: w.registry?.value ?? "" },
+    created: w.created === undefined ? 0 : safeInt(w.created, "created"),
   };
 }

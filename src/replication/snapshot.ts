@@ -37,6 +37,8 @@ export interface EntitySnapshot {
   seq: number;
   /** The epoch the snapshot is valid for; the restoring replica refuses older records after it. */
   epoch: number;
+  /** The incarnation it is of (the entity's `createdAt`); absent or 0 when unknown. */
+  created?: number;
   keys: KeySnapshot[];
   registry: RegistrySnapshot;
 }
@@ -95,7 +97,7 @@ if ARGV[3] ~= '' then
     end
   end
 end
-local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch')
+local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'createdAt')
 local kind = redis.call('TYPE', ARGV[1])['ok']
 local value = false
 if kind == 'zset' then
@@ -106,7 +108,7 @@ elseif kind == 'hash' then
   value = redis.call('HGET', ARGV[1], ARGV[2])
 end
 if not value then kind = '' value = '' end
-local head = { m[1] or '0', m[2] or '0', kind, value }
+local head = { m[1] or '0', m[2] or '0', kind, value, m[3] or '0' }
 for _, v in ipairs(out) do head[#head + 1] = v end
 return head
 `;
@@ -182,7 +184,7 @@ export async function takeSnapshot(
   const epoch = Number(str(reply[1]));
   const kind = str(reply[2]) as RegistrySnapshot["kind"];
   const keys: KeySnapshot[] = [];
-  for (let i = 4; i + 2 < reply.length; i += 3) {
+  for (let i = 5; i + 2 < reply.length; i += 3) {
     keys.push({
       key: str(reply[i]),
       value: new Uint8Array(reply[i + 1]),
@@ -193,6 +195,7 @@ export async function takeSnapshot(
     entity,
     seq,
     epoch: Math.max(epoch, opts.epoch ?? 0),
+    created: Number(str(reply[4])),
     keys,
     registry: { kind, value: str(reply[3]) },
   };
