@@ -14,6 +14,7 @@
  * an answer about a queue or topic names in `Momd-Owner` goes back as `Momd-Route` with the next
  * requests about it, and NGINX takes those straight to the owner.
  */
+import { entityPathOf } from "../src/client/http.ts";
 
 /** A non-expected HTTP answer. */
 export class HttpError extends Error {
@@ -41,11 +42,6 @@ export interface PreparedRequest {
   entity?: string;
   /** The owner hint encoded in `bytes`. */
   route?: string;
-}
-
-/** `/v1/queues/<name>` or `/v1/topics/<name>` of a path. */
-function entityPathOf(path: string): string | undefined {
-  return /^\/v1\/(?:queues|topics)\/[^/?]+/.exec(path)?.[0];
 }
 
 const encoder = new TextEncoder();

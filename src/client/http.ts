@@ -56,7 +56,7 @@ export interface TransportOptions {
 const MAX_OWNER_HINTS = 10_000;
 
 /** `/v1/queues/<name>` or `/v1/topics/<name>` of a path, the key of an owner hint. */
-function entityPathOf(path: string): string | undefined {
+export function entityPathOf(path: string): string | undefined {
   return /^\/v1\/(?:queues|topics)\/[^/?]+/.exec(path)?.[0];
 }
 

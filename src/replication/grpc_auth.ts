@@ -46,11 +46,6 @@ export function secretChecker(secret: string): (header: unknown) => boolean {
   };
 }
 
-/** True when `header` is `Bearer <secret>` (see secretChecker, for many checks of one secret). */
-export function secretMatches(header: unknown, secret: string): boolean {
-  return secretChecker(secret)(header);
-}
-
 function requireSecret(secret: string): void {
   if (!secret) throw new Error("the cluster secret must not be empty");
 }
