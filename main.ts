@@ -6,6 +6,7 @@ import { UserStore } from "./src/auth/users.ts";
 import { TokenService, watchUserChanges } from "./src/auth/tokens.ts";
 import { RedisRateLimiter } from "./src/auth/redis_rate_limiter.ts";
 import { Store } from "./src/broker/store.ts";
+import { StoreGuard } from "./src/broker/store_guard.ts";
 import { Notifier } from "./src/broker/notifier.ts";
 import { QueueService } from "./src/broker/queues.ts";
 import { TopicService } from "./src/broker/topics.ts";
@@ -17,10 +18,17 @@ import { ClusterNode } from "./src/cluster/node.ts";
 import { BackupSync, registeredEntities } from "./src/backup/sync.ts";
 import { listBackups, restoreBeforeServing } from "./src/backup/restore.ts";
 
-/** A running node; `stop()` drains requests and closes connections. */
+/** A running node. */
 export interface RunningNode {
   config: Config;
   url: string;
+  /**
+   * Drains the node: stops taking requests and finishes those in flight, hands what it owns to
+   * in-sync replicas, then leaves the cluster. Connections stay open (a process that exits next
+   * need not close them).
+   */
+  drain(): Promise<void>;
+  /** Drains, then closes every connection. */
   stop(): Promise<void>;
 }
 
@@ -66,19 +74,39 @@ export async function startNode(config: Config): Promise<RunningNode> {
     replicaSnapshot: cluster ? (e) => cluster.replicaSnapshot(e) : undefined,
     intervalMs: config.backupIntervalMs,
   });
+  let guard: StoreGuard | undefined;
   const store = await Store.open(local, {
     sink: backup.recordSink(cluster?.sink ?? localOnlySink), // delete records drop backups
     epochOf: cluster ? (e) => cluster.epochOf(e) : undefined,
+    onLost: () => cluster ? cluster.storeLost() : guard?.reportLost(),
   });
-  if (!cluster) {
-    // A single node owns everything: bring back what the backup holds before serving.
+  // A single node owns everything: what its store lacks, only the backup holds.
+  const restoreAll = async (when: string) => {
     try {
       for (const b of await listBackups(backupRedis)) {
         await restoreBeforeServing(local, backupRedis, store, b.entity);
       }
     } catch (err) {
-      console.error(`backup: start-up restore skipped: ${err}`);
+      console.error(`backup: ${when} restore skipped: ${err}`);
     }
+  };
+  if (!cluster) {
+    await restoreAll("start-up");
+    // The cluster watches its store itself (ClusterNode); a single node restores from the
+    // backup when its store lost its data under it.
+    guard = new StoreGuard({
+      store,
+      downAfterMs: config.storeDownMs,
+      onLost: async () => {
+        if (await store.currentIdentity() === store.incarnation) return;
+        console.error(`the local store lost its data; restoring from the backup`);
+        await store.renew();
+        await restoreAll("loss");
+      },
+      onDown: () => Promise.resolve(),
+      onUp: () => Promise.resolve(),
+    });
+    guard.start();
   }
   const notifier = new Notifier();
   const queues = new QueueService(store, notifier, {
@@ -123,22 +151,32 @@ export async function startNode(config: Config): Promise<RunningNode> {
   const url = `http://${hostname}:${server.addr.port}`;
   console.log(`momd node ${config.nodeId} serving ${url}`);
 
-  return {
-    config,
-    url,
-    async stop() {
-      // A last backup pass, then hand owned entities to in-sync replicas, so clients move on
-      // while this node drains.
+  let drained: Promise<void> | undefined;
+  const drain = () =>
+    drained ??= (async () => {
+      // 1. No new requests (NGINX retries a refused connection on another node: it never
+      //    reached this one); those in flight finish, long polls with what they find now.
+      const httpDone = server.shutdown();
+      notifier.close();
+      await httpDone;
+      // 2. A last backup pass, then every owned entity handed to an in-sync replica, while
+      //    requests other nodes forward here are still served.
       await backup.flush().catch((err) => console.error(`backup: final pass failed: ${err}`));
       await backup.stop();
       await cluster?.handOverAll();
-      // Long polls end now instead of at their deadline: those of HTTP clients and those other
-      // nodes forwarded here, which the gRPC server would otherwise wait for.
-      notifier.wakeAll();
-      await cluster?.stop({ handOver: false });
-      await server.shutdown();
+      // 3. Leave: the controller election and membership; forwarded requests finish.
+      await cluster?.leave();
+      await guard?.stop();
       queues.close();
       await limiter.close();
+    })();
+  return {
+    config,
+    url,
+    drain,
+    async stop() {
+      await drain();
+      await cluster?.close();
       await Promise.allSettled([
         local.quit(),
         usersRedis.quit(),
@@ -176,9 +214,15 @@ async function serve(args: string[]): Promise<void> {
     stopping = true;
     console.log("momd: draining and stopping (signal again to stop at once)");
     const force = setTimeout(() => Deno.exit(1), 15_000);
-    node.stop().then(() => {
+    // The process ends right after the drain: inter-node HTTP/2 sessions are not closed one by
+    // one (closing them sends GOAWAY frames, on which Deno's HTTP/2 can abort the process:
+    // denoland/deno#36788); peers see the connections drop and the node gone from ZooKeeper.
+    node.drain().then(() => {
       clearTimeout(force);
       Deno.exit(0);
+    }, (err) => {
+      console.error(`momd: draining failed: ${err}`);
+      Deno.exit(1);
     });
   };
   Deno.addSignalListener("SIGTERM", onSignal);

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
 import type { EntityRef } from "../src/broker/keys.ts";
 import { connectRedis } from "../src/redis.ts";
+import { identifyStore } from "../src/broker/store.ts";
 import type { ReplicationRecord } from "../src/replication/record.ts";
 import { restoreSnapshot, takeSnapshot } from "../src/replication/snapshot.ts";
 import { backupIndexKey, backupKeys } from "../src/backup/keys.ts";
@@ -199,6 +200,7 @@ Deno.test({
       // Redis, which a node's wipe does not touch.)
       await s.api.local.flushdb();
       assert.equal(await s.api.local.dbsize(), 0);
+      await s.api.store.renew(); // the node notices the loss (StoreGuard): a new identity
       assert.deepEqual(await registeredEntities(s.api.local), []);
 
       for (const b of listed) {
@@ -604,6 +606,7 @@ Deno.test({
       // A wiped node: snapshot plus replayed log give back exactly the state it had.
       const before = await dumpAll(s.api.local, entities);
       await s.api.local.flushdb();
+      await s.api.store.renew(); // the node notices the loss (StoreGuard): a new identity
       for (const [i, e] of entities.entries()) {
         const r = await restoreIfNewer(s.api.local, s.backup, s.api.store, e);
         assert.equal(r.action, "restored");
@@ -637,6 +640,7 @@ Deno.test({
 
       const latest = await dumpAll(s.api.local, entities);
       await s.api.local.flushdb();
+      await s.api.store.renew(); // the node notices the loss (StoreGuard): a new identity
       for (const e of entities) await restoreIfNewer(s.api.local, s.backup, s.api.store, e);
       assert.deepEqual(await dumpAll(s.api.local, entities), latest);
     } finally {
@@ -683,6 +687,7 @@ Deno.test({
 
       const before = await dumpEntity(s.api.local, Q("jobs"));
       await s.api.local.flushdb();
+      await s.api.store.renew(); // the node notices the loss (StoreGuard): a new identity
       await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("jobs"));
       assert.deepEqual(await dumpEntity(s.api.local, Q("jobs")), before);
     } finally {
@@ -726,6 +731,7 @@ Deno.test({
   async fn() {
     const replicaServer = await startRedis();
     const replica = connectRedis(replicaServer.url, "test-replica");
+    await identifyStore(replica);
     let asked = 0;
     const s = await setup({
       maxLogRecords: 2,
@@ -759,6 +765,7 @@ Deno.test({
       assert.equal((await s.sync.flush()).appended, 1, "the owner's newer records follow");
       const latest = await dumpEntity(s.api.local, Q("jobs"));
       await s.api.local.flushdb();
+      await s.api.store.renew(); // the node notices the loss (StoreGuard): a new identity
       await restoreIfNewer(s.api.local, s.backup, s.api.store, Q("jobs"));
       assert.deepEqual(await dumpEntity(s.api.local, Q("jobs")), latest);
 

@@ -34,10 +34,11 @@ function countingFetch(opts: { failFirst?: number } = {}) {
 }
 
 /**
- * A proxy in front of the real node that answers 503 (with Retry-After) to the first `failures`
- * requests of each "METHOD /path", then passes requests through. Counts what it saw.
+ * A proxy in front of the real node that answers 503 "unavailable" (not applied), or with
+ * `outcomeUnknown` 504 "outcome_unknown", with Retry-After, to the first `failures` requests of
+ * each "METHOD /path", then passes requests through. Counts what it saw.
  */
-function flakyProxy(target: string, failures: number, retryAfter = "1") {
+function flakyProxy(target: string, failures: number, retryAfter = "1", outcomeUnknown = false) {
   const seen = new Map<string, number[]>();
   const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
@@ -47,16 +48,18 @@ function flakyProxy(target: string, failures: number, retryAfter = "1") {
     seen.set(key, times);
     if (times.length <= failures) {
       await req.body?.cancel();
+      const status = outcomeUnknown ? 504 : 503;
+      const code = outcomeUnknown ? "outcome_unknown" : "unavailable";
       return new Response(
         JSON.stringify({
-          type: "https://momd.dev/problems/unavailable",
-          title: "Service Unavailable",
-          status: 503,
+          type: `urn:momd:problem:${code}`,
+          title: "test double",
+          status,
           detail: "test double: not now",
-          code: "unavailable",
+          code,
         }),
         {
-          status: 503,
+          status,
           headers: { "content-type": "application/problem+json", "retry-after": retryAfter },
         },
       );
@@ -429,7 +432,7 @@ Deno.test("client: consume acks on success, nacks with backoff, extends, stops",
   }
 });
 
-Deno.test("client: retries 503 honouring Retry-After; never a send without dedupId", async (t) => {
+Deno.test("client: retries 503 honouring Retry-After; a 504 only with a dedupId", async (t) => {
   const node = await serveNode();
   const admin = new MomdClient({ url: node.url, username: "admin", password: "admin-password" });
   await admin.queues.create("retry");
@@ -465,36 +468,52 @@ Deno.test("client: retries 503 honouring Retry-After; never a send without dedup
       }
     });
 
-    await t.step("a send without dedupId gets one attempt and the 503", async () => {
+    await t.step("a 503 (not applied) is retried for any request; sends get a dedupId", async () => {
       const proxy = flakyProxy(node.url, 2, "0");
       try {
         const momd = new MomdClient({ url: proxy.url, token });
-        const err = await momd.queues.sendBatch("retry", ["a", { body: "b", dedupId: "x" }])
-          .catch((e) => e);
-        assert.ok(err instanceof MomdError);
-        assert.equal(err.status, 503);
-        assert.equal(err.retryAfterSeconds, 0);
-        assert.equal(proxy.times("POST /v1/queues/retry/messages").length, 1);
-        assert.equal((await admin.queues.get("retry")).stats.depth, 0);
+        await momd.queues.sendBatch("retry", ["a", { body: "b", dedupId: "x" }]);
+        assert.equal(proxy.times("POST /v1/queues/retry/messages").length, 3);
+        await momd.topics.publish("retry-topic", "x");
+        assert.equal(proxy.times("POST /v1/topics/retry-topic/messages").length, 3);
+        assert.deepEqual((await admin.queues.peek("retry")).map((m) => m.body), ["a", "b"]);
+        assert.equal((await admin.topics.get("retry-topic")).stats.nextOffset, 1);
+        await admin.queues.purge("retry");
       } finally {
         await proxy.close();
       }
     });
 
-    await t.step("a publish (no dedupId on topics) is never retried", async () => {
-      const proxy = flakyProxy(node.url, 1, "0");
+    await t.step("a 504 (outcome unknown) is retried only for de-duplicated sends", async () => {
+      const proxy = flakyProxy(node.url, 1, "0", true);
       try {
+        // The client's own dedupId makes the retry safe: stored once.
         const momd = new MomdClient({ url: proxy.url, token });
-        const err = await momd.topics.publish("retry-topic", "x").catch((e) => e);
-        assert.ok(err instanceof MomdError && err.status === 503);
+        await momd.queues.send("retry", "once");
+        assert.equal(proxy.times("POST /v1/queues/retry/messages").length, 2);
+        assert.deepEqual((await admin.queues.peek("retry")).map((m) => m.body), ["once"]);
+        // Topics have no de-duplication: a publish whose outcome is unknown is not repeated.
+        const perr = await momd.topics.publish("retry-topic", "y").catch((e) => e);
+        assert.ok(perr instanceof MomdError && perr.status === 504);
         assert.equal(proxy.times("POST /v1/topics/retry-topic/messages").length, 1);
-        assert.equal((await admin.topics.get("retry-topic")).stats.nextOffset, 0);
       } finally {
         await proxy.close();
       }
+      // Without de-duplication a retry could store it twice: the 504 goes to the caller.
+      const proxy2 = flakyProxy(node.url, 1, "0", true);
+      try {
+        const plain = new MomdClient({ url: proxy2.url, token, idempotentSends: false });
+        const err = await plain.queues.send("retry", "maybe").catch((e) => e);
+        assert.ok(err instanceof MomdError && err.status === 504, String(err));
+        assert.equal(err.problem.code, "outcome_unknown");
+        assert.equal(proxy2.times("POST /v1/queues/retry/messages").length, 1);
+        await admin.queues.purge("retry");
+      } finally {
+        await proxy2.close();
+      }
     });
 
-    await t.step("network errors: GET retried, send without dedupId not", async () => {
+    await t.step("network errors: GET retried, a send only with its dedupId", async () => {
       const retry = { baseDelayMs: 10 };
       const net = countingFetch({ failFirst: 1 });
       const reader = new MomdClient({ url: node.url, token, fetch: net.fetch, retry });
@@ -503,10 +522,22 @@ Deno.test("client: retries 503 honouring Retry-After; never a send without dedup
 
       const net2 = countingFetch({ failFirst: 1 });
       const sender = new MomdClient({ url: node.url, token, fetch: net2.fetch, retry });
-      const err = await sender.queues.send("retry", "lost?").catch((e) => e);
+      await sender.queues.send("retry", "kept");
+      assert.equal(net2.count("POST /v1/queues/retry/messages"), 2);
+      assert.equal((await admin.queues.get("retry")).stats.depth, 1);
+
+      const net3 = countingFetch({ failFirst: 1 });
+      const plain = new MomdClient({
+        url: node.url,
+        token,
+        fetch: net3.fetch,
+        retry,
+        idempotentSends: false,
+      });
+      const err = await plain.queues.send("retry", "lost?").catch((e) => e);
       assert.ok(err instanceof MomdConnectionError);
-      assert.equal(net2.count("POST /v1/queues/retry/messages"), 1);
-      assert.equal((await admin.queues.get("retry")).stats.depth, 0);
+      assert.equal(net3.count("POST /v1/queues/retry/messages"), 1);
+      assert.equal((await admin.queues.get("retry")).stats.depth, 1);
     });
 
     await t.step("an unreachable server is a MomdConnectionError after the retries", async () => {
@@ -671,17 +702,17 @@ Deno.test("client: request/reply — request() waits for a worker's reply", asyn
       assert.equal(read.status, "expired");
     });
 
-    await t.step("a request is retried only with a dedupId", async () => {
+    await t.step("a request whose outcome is unknown is retried only with a dedupId", async () => {
       const token = (await requester.login("admin", "admin-password")).token;
-      const proxy = flakyProxy(node.url, 1, "0");
+      const proxy = flakyProxy(node.url, 1, "0", true);
       try {
         const momd = new MomdClient({ url: proxy.url, token });
         const err = await momd.request("sum", { a: 1, b: 2 }, { waitSeconds: 0 }).catch((e) => e);
-        assert.ok(err instanceof MomdError && err.status === 503);
+        assert.ok(err instanceof MomdError && err.status === 504);
         assert.equal(proxy.times("POST /v1/queues/sum/requests").length, 1);
         await proxy.close();
 
-        const proxy2 = flakyProxy(node.url, 1, "0");
+        const proxy2 = flakyProxy(node.url, 1, "0", true);
         try {
           const safe = new MomdClient({ url: proxy2.url, token });
           const task = await safe.request("sum", { a: 1, b: 2 }, {

@@ -530,9 +530,13 @@ Deno.test({
         assert.equal(res.body.config.maxDeliveries, 9);
         assert.equal(res.body.stats.depth, 15, JSON.stringify(res.body));
       }
-      const events = await c.call("POST", "/v1/topics/events/subscriptions/audit/receive", {
-        body: { max: 10 },
-      });
+      // A change waits (503, not applied) until a replica of the restored copy is in sync again.
+      const events = await c.waitFor("a receive from the restored topic", async () => {
+        const r = await c.call("POST", "/v1/topics/events/subscriptions/audit/receive", {
+          body: { max: 10 },
+        });
+        return r.status !== 503 ? r : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 250 });
       assert.equal(events.status, 200, JSON.stringify(events.body));
       assert.deepEqual(
         // deno-lint-ignore no-explicit-any

@@ -98,15 +98,16 @@ Deno.test({
           assert.equal(won.length, 1, "exactly one create wins");
           assert.equal(lost.length, 1);
           assert.ok(isCode("already_exists")(lost[0].reason), String(lost[0].reason));
-          const winner = (won[0] as PromiseFulfilledResult<{ owner: string }>).value.owner;
+          const winner = (won[0] as PromiseFulfilledResult<{ owner: string; epoch: number }>)
+            .value;
           // Both nodes converge on the same record through their watches.
           for (const n of [a, b]) {
             const seen = await waitFor(
               `${n.id} sees ${entity.name}`,
               () => n.ownership.get(entity),
             );
-            assert.equal(seen.owner, winner);
-            assert.equal(seen.epoch, 1);
+            assert.equal(seen.owner, winner.owner);
+            assert.equal(seen.epoch, winner.epoch);
           }
         }
         // A topic and a queue may share a name: names are unique per type.
@@ -117,10 +118,13 @@ Deno.test({
         const [a, b] = nodes;
         const entity: EntityRef = { type: "queue", name: "moving" };
         const created = await a.ownership.claim(entity, { replicas: ["b"] });
-        assert.equal(created.epoch, 1);
+        // The first epoch rests on the znode's creation zxid (unique per incarnation of a name).
+        const first = created.epoch;
+        assert.equal(first, created.czxid + 1);
         assert.equal(created.version, 0);
+        assert.deepEqual(created.isr, [{ node: "b", store: "" }], "replicas start in sync");
         await waitFor("b sees the entity", () => b.ownership.get(entity));
-        assert.equal(a.ownership.epochOf(entity), 1);
+        assert.equal(a.ownership.epochOf(entity), first);
         assert.ok(a.ownership.isWritable(entity));
         assert.throws(() => b.ownership.epochOf(entity), isCode("unavailable"));
 
@@ -130,18 +134,19 @@ Deno.test({
           expectedVersion: 0,
           guard,
         });
-        assert.equal(moved.epoch, 2);
+        assert.equal(moved.epoch, first + 1);
         assert.equal(moved.owner, "b");
         assert.deepEqual(moved.replicas, []);
+        assert.deepEqual(moved.isr, []);
         assert.equal(moved.version, 1);
 
         // A writer still holding version 0 loses, with or without a guard.
         await assert.rejects(
-          () => a.ownership.update(entity, 0, { ...created, owner: "a", epoch: 2 }, guard),
+          () => a.ownership.update(entity, 0, { ...created, owner: "a", epoch: first + 1 }, guard),
           isCode("conflict"),
         );
         await assert.rejects(
-          () => a.ownership.update(entity, 0, { ...created, owner: "a", epoch: 2 }),
+          () => a.ownership.update(entity, 0, { ...created, owner: "a", epoch: first + 1 }),
           isCode("conflict"),
         );
         // A failing guard makes the whole multi fail.
@@ -156,20 +161,30 @@ Deno.test({
         );
         const now = await a.ownership.read(entity);
         assert.equal(now?.owner, "b");
-        assert.equal(now?.epoch, 2);
+        assert.equal(now?.epoch, first + 1);
         assert.equal(now?.version, 1);
 
         await waitFor("b becomes writable", () => b.ownership.isWritable(entity));
-        assert.equal(b.ownership.epochOf(entity), 2);
+        assert.equal(b.ownership.epochOf(entity), first + 1);
         await waitFor("a stops being writable", () => !a.ownership.isWritable(entity));
         assert.throws(() => a.ownership.epochOf(entity), isCode("unavailable"));
-        assert.equal(a.ownership.knownEpoch(entity), 2);
+        assert.equal(a.ownership.knownEpoch(entity), first + 1);
 
         // Removing with a stale version is refused; with the current one it goes.
         await assert.rejects(() => b.ownership.remove(entity, 0), isCode("conflict"));
         await b.ownership.remove(entity, 1);
         await waitFor("a sees the removal", () => a.ownership.get(entity) === undefined);
         assert.ok(a.ownership.list("queue").every((e) => e.entity.name !== "moving"));
+
+        // Taken again: a new incarnation, whose epochs are above every epoch of the old one, so
+        // a node still holding the old grant is fenced by any store that saw the new one.
+        const again = await b.ownership.claim(entity, { replicas: ["a"] });
+        assert.ok(again.czxid > created.czxid);
+        assert.ok(again.epoch > first + 1, `${again.epoch} > ${first + 1}`);
+        await waitFor(
+          "a sees the new incarnation",
+          () => a.ownership.get(entity)?.epoch === again.epoch,
+        );
       });
 
       await t.step("placement spreads entities over live nodes by count", () => {
@@ -179,24 +194,30 @@ Deno.test({
             owner: "a",
             ownerSession: "",
             replicas: ["b"],
+            isr: [],
             epoch: 1,
             version: 0,
+            czxid: 0,
           },
           {
             entity: { type: "queue" as const, name: "y" },
             owner: "a",
             ownerSession: "",
             replicas: ["c"],
+            isr: [],
             epoch: 1,
             version: 0,
+            czxid: 0,
           },
           {
             entity: { type: "queue" as const, name: "z" },
             owner: "b",
             ownerSession: "",
             replicas: ["a"],
+            isr: [],
             epoch: 1,
             version: 0,
+            czxid: 0,
           },
         ];
         assert.deepEqual(placeEntity(["a", "b", "c"], entries, 3), {
@@ -235,7 +256,7 @@ Deno.test({
 
         // An entity owned by n1 with copies on n2 and n3; n3 holds the newest state.
         const entity: EntityRef = { type: "queue", name: "orders" };
-        await group[0].ownership.claim(entity, { replicas: ["n2", "n3"] });
+        const orders = await group[0].ownership.claim(entity, { replicas: ["n2", "n3"] });
 
         // The controller dies (its session ends): another is elected, and it moves n1's entity
         // to the replica with the newest state, with epoch + 1.
@@ -251,12 +272,14 @@ Deno.test({
           const e = await rest[0].ownership.read(entity);
           return e && e.owner !== "n1" ? e : undefined;
         });
-        assert.equal(moved.owner, "n3", "the replica with the highest sequence wins");
-        assert.equal(moved.epoch, 2);
+        assert.equal(moved.owner, "n3", "the in-sync replica with the highest sequence wins");
+        assert.equal(moved.epoch, orders.epoch + 1);
+        assert.equal(moved.moved, "failover");
         assert.equal(moved.ownerSession, rest[1].zk.sessionId);
         assert.deepEqual(moved.replicas, ["n2"], "only live nodes hold copies");
+        assert.deepEqual(moved.isr, [{ node: "n2", store: "" }], "n2 stays in sync");
         await waitFor("n3 may write", () => rest[1].ownership.isWritable(entity));
-        assert.equal(rest[1].ownership.epochOf(entity), 2);
+        assert.equal(rest[1].ownership.epochOf(entity), orders.epoch + 1);
         assert.throws(() => rest[0].ownership.epochOf(entity), isCode("unavailable"));
 
         // A new node joins: the controller fills the replica set from it.
@@ -267,7 +290,8 @@ Deno.test({
           return e && e.replicas.length === 2 ? e : undefined;
         });
         assert.deepEqual([...filled.replicas].sort(), ["n2", "n4"]);
-        assert.equal(filled.epoch, 2, "adding a replica keeps the epoch");
+        assert.deepEqual(filled.isr, [{ node: "n2", store: "" }], "a new replica is not in sync");
+        assert.equal(filled.epoch, orders.epoch + 1, "adding a replica keeps the epoch");
         assert.equal(n4.controller!.isController(), false);
 
         // A candidate that does not answer the position probe (it might hold the newest state)
@@ -275,7 +299,7 @@ Deno.test({
         const n5 = await startNode(zk, root, "n5");
         nodes.push(n5);
         const jobs: EntityRef = { type: "topic", name: "jobs" };
-        await n5.ownership.claim(jobs, { replicas: ["n3", "n4"] });
+        const jobsEntry = await n5.ownership.claim(jobs, { replicas: ["n3", "n4"] });
         positions.set("n4", 9);
         silent.add("n4");
         await n5.close();
@@ -285,7 +309,7 @@ Deno.test({
           return e && e.owner !== "n5" ? e : undefined;
         });
         assert.equal(took.owner, "n3", "the only replica that answered");
-        assert.equal(took.epoch, 2);
+        assert.equal(took.epoch, jobsEntry.epoch + 1);
       });
     } finally {
       for (const n of nodes) await n.close().catch(() => {});

@@ -72,7 +72,7 @@ Deno.test({
       await t.step("a node of the cluster with the secret is served", async () => {
         // By IP (the certificate's IP address is checked) and by name (its DNS name is).
         const pos = await node2.position(server.address, QUEUE, 10_000);
-        assert.deepEqual(pos, { seq: 0, epoch: 0, exists: false });
+        assert.deepEqual(pos, { seq: 0, epoch: 0, exists: false, store: "" });
         const res = await get(node2);
         assert.equal(res.status, 200);
         assert.deepEqual(await res.json(), { path: "/v1/queues/orders", user: "alice" });

@@ -5,7 +5,7 @@ import grpc from "@grpc/grpc-js";
 import { mayWait } from "../src/api/routing.ts";
 import { BrokerError } from "../src/broker/errors.ts";
 import type { EntityRef } from "../src/broker/keys.ts";
-import { scriptKeys, Store } from "../src/broker/store.ts";
+import { identifyStore, scriptKeys, Store } from "../src/broker/store.ts";
 import { type LoadedScript, runScript } from "../src/broker/scripts.ts";
 import type { RecordSink, ReplicationRecord } from "../src/replication/record.ts";
 import { localOnlySink } from "../src/replication/record.ts";
@@ -86,6 +86,7 @@ class TestStore {
 
   static async open(redis: Redis, sink: RecordSink, epochOf?: (e: EntityRef) => number) {
     const s = new TestStore(redis, sink, epochOf);
+    await identifyStore(redis);
     const prologue = await Deno.readTextFile(
       new URL("../src/broker/scripts/includes/prologue.lua", import.meta.url),
     );
@@ -162,6 +163,7 @@ async function pair(): Promise<Pair> {
   const replicaRedis = await startRedis();
   const owner = new Redis(ownerRedis.url);
   const replica = new Redis(replicaRedis.url);
+  await Promise.all([identifyStore(owner), identifyStore(replica)]);
   return {
     ownerRedis,
     replicaRedis,
@@ -248,7 +250,9 @@ Deno.test({
       // Every ship() resolved after the replica's ack: the state is already there.
       await sameState(p.owner, p.replica, [...queues, topic]);
       for (const e of [...queues, topic]) {
-        assert.deepEqual(await readPosition(p.replica, e), await readPosition(p.owner, e));
+        const [mine, theirs] = [await readPosition(p.replica, e), await readPosition(p.owner, e)];
+        assert.deepEqual({ ...mine, store: "" }, { ...theirs, store: "" });
+        assert.notEqual(mine.store, theirs.store, "each store has its own identity");
       }
       const lag = shipper.lag();
       assert.equal(lag.length, 4);
@@ -330,6 +334,7 @@ Deno.test({
 
       // A replica that lost its data: the next record leaves a gap; a snapshot fills it.
       await p.replica.flushall();
+      await identifyStore(p.replica); // its node notices the loss and takes a new identity
       await owner.change(q, "t_push", ["alice", "user", "", "after-wipe", "x"]);
       await sameState(p.owner, p.replica, [q]);
       assert.ok(shipper.lag().every((l) => l.lag === 0));
@@ -537,6 +542,7 @@ Deno.test({
 
       // Wiped behind the server's back: the next record leaves a gap at 0; a snapshot fills it.
       await p.replica.flushdb();
+      await identifyStore(p.replica); // its node notices the loss and takes a new identity
       assert.deepEqual(await send([await push(q, "m7")]), { seq: 0, epoch: 0, error: "gap" });
       const at7 = await takeSnapshot(p.owner, q);
       assert.deepEqual(await send([], at7), { seq: 7, epoch: 1, error: "" });
@@ -555,7 +561,12 @@ Deno.test({
       await adoptEpoch(p.replica, q, 2);
       await (await TestStore.open(p.replica, localOnlySink, () => 2))
         .change(q, "t_push", ["alice", "user", "", "written-here", "x"]);
-      assert.deepEqual(await readPosition(p.replica, q), { seq: 10, epoch: 2, exists: true });
+      assert.deepEqual(await readPosition(p.replica, q), {
+        seq: 10,
+        epoch: 2,
+        exists: true,
+        store: await p.replica.hget("momd:store", "id"),
+      });
       const stale = await send([await push(q, "m10")]);
       assert.deepEqual(stale, { seq: 10, epoch: 2, error: "stale_epoch" });
       assert.equal(await p.replica.hexists(scriptKeys(q, [])[5], "m10"), 0);
@@ -611,7 +622,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "replication over gRPC: ship() waits for minInSyncReplicas - 1 replica acknowledgements",
+  name:
+    "replication over gRPC: ship() waits for every in-sync replica and minInSyncReplicas copies",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
@@ -628,13 +640,14 @@ Deno.test({
       });
       const live = server.address;
       const dead = `127.0.0.1:${freePort()}`;
-      const make = (min: number, replicas: string[]) => {
+      const make = (min: number, replicas: string[], inSync: () => string[] = () => replicas) => {
         const s = new Shipper({
           nodeId: "owner",
           peers,
           redis: p.owner,
           minInSyncReplicas: min,
           replicasOf: () => replicas,
+          inSyncOf: inSync,
           addressOf: (id) => id === "live" ? live : id === "dead" ? dead : undefined,
           ackTimeoutMs: 1_000,
         });
@@ -644,29 +657,32 @@ Deno.test({
       // One copy (the owner's) is enough: no replica needed.
       const alone = await TestStore.open(p.owner, make(1, []));
       assert.ok(await alone.change(Q("solo"), "t_create", ["a", "user", ""]) > 0);
-      // Three copies with one replica: refused at once (the change itself is made locally).
-      const short = await TestStore.open(p.owner, make(3, ["live"]));
-      await assert.rejects(
-        () => short.change(Q("few"), "t_create", ["a", "user", ""]),
-        isCode("unavailable"),
-      );
-      // Two copies, one replica down: the live replica's acknowledgement is enough.
-      const mixed = await TestStore.open(p.owner, make(2, ["dead", "live"]));
+      // Three copies with one replica in sync: refused before the change is made.
+      assert.throws(() => make(3, ["live"]).admit(Q("few")), isCode("unavailable"));
+      // Two copies; the dead replica is out of the in-sync set: the live one's ack is enough.
+      const mixed = await TestStore.open(p.owner, make(2, ["dead", "live"], () => ["live"]));
       await mixed.change(Q("pair"), "t_create", ["a", "user", ""]);
       await mixed.change(Q("pair"), "t_push", ["a", "user", "", "m1", "x"]);
       await sameState(p.owner, p.replica, [Q("pair")]);
-      // Three copies with one replica down: not acknowledged in time.
-      const strict = await TestStore.open(p.owner, make(3, ["dead", "live"]));
+      // Every in-sync replica must hold a change, however few copies are required: a dead one in
+      // the set holds it up, until the set no longer names it.
+      let inSync = ["dead", "live"];
+      const strict = make(2, ["dead", "live"], () => inSync);
+      const strictStore = await TestStore.open(p.owner, strict);
       await assert.rejects(
-        () => strict.change(Q("pair"), "t_push", ["a", "user", "", "m2", "x"]),
+        () => strictStore.change(Q("pair"), "t_push", ["a", "user", "", "m2", "x"]),
         (err) =>
           isCode("unavailable")(err) &&
-          /1 of 2 replicas acknowledged/.test((err as BrokerError).detail),
+          /not acknowledged in 1000 ms by in-sync replica dead/.test((err as BrokerError).detail),
       );
-      const lag = shippers[3].lag();
-      assert.equal(lag.find((l) => l.peer === "dead")?.connected, false);
-      assert.equal(lag.find((l) => l.peer === "dead")?.lag, 3);
-      assert.equal(lag.find((l) => l.peer === "live")?.lag, 0);
+      assert.equal(strict.lag().find((l) => l.peer === "dead")?.connected, false);
+      assert.ok((strict.replica(Q("pair"), "dead")?.behindMs ?? 0) > 0);
+      assert.equal(strict.replica(Q("pair"), "live")?.behindMs, 0);
+      const waiting = strictStore.change(Q("pair"), "t_push", ["a", "user", "", "m3", "x"]);
+      await new Promise((r) => setTimeout(r, 200));
+      inSync = ["live"];
+      strict.recheck(Q("pair"));
+      assert.ok(await waiting > 0, "acknowledged once the dead replica left the set");
     } finally {
       for (const s of shippers) s.close();
       peers.close();
@@ -763,10 +779,12 @@ Deno.test({
       // Bound to the configured address only.
       await assert.rejects(() => Deno.connect({ hostname: "127.0.0.2", port: server.port }));
       // The right secret works.
+      // A Redis without a store identity answers "" (the controller elects no such copy).
       assert.deepEqual(await right.position(server.address, Q("q")), {
         seq: 0,
         epoch: 0,
         exists: false,
+        store: "",
       });
     } finally {
       bare.close();
@@ -826,6 +844,7 @@ Deno.test({
           seq: snap.seq,
           epoch: 4,
           exists: true,
+          store: await p.owner.hget("momd:store", "id"),
         });
         await restoreSnapshot(target, snap);
       }
@@ -856,7 +875,12 @@ Deno.test({
       const none = await takeSnapshot(p.owner, Q("missing"));
       assert.deepEqual(none.keys, []);
       await restoreSnapshot(target, { ...none, entity: q, epoch: 5 });
-      assert.deepEqual(await readPosition(target, q), { seq: 0, epoch: 0, exists: false });
+      assert.deepEqual(await readPosition(target, q), {
+        seq: 0,
+        epoch: 0,
+        exists: false,
+        store: await target.hget("momd:store", "id"),
+      });
       assert.equal(await target.zscore("momd:registry:queue", "orders"), null);
       assert.equal((await peers.position(server.address, Q("missing"))).exists, false);
     } finally {
@@ -1208,6 +1232,7 @@ Deno.test({
 
       // A replica wiped and restarted catches up by snapshot on the next change.
       await replicaConn.flushall();
+      await identifyStore(replicaConn); // its node notices the loss and takes a new identity
       await owner.call("POST", `${q}/messages`, {
         token: t,
         body: { messages: [{ body: "late" }] },

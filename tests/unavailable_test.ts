@@ -14,6 +14,9 @@ Deno.test("api: an unreachable Redis is a 503 with Retry-After, and service resu
     assert.equal(sent.status, 201);
 
     await api.redis.stop();
+    // Once the node knows its store is unreachable, a change is refused before it is sent: 503,
+    // not applied. (A change sent just as the connection broke answers 504: outcome unknown.)
+    while (api.local.status === "ready") await new Promise((r) => setTimeout(r, 10));
     const down = await api.call("POST", "/v1/queues/jobs/receive", { token: t, body: {} });
     assert.equal(down.status, 503);
     assert.equal(down.headers.get("content-type"), "application/problem+json");

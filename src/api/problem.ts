@@ -23,6 +23,7 @@ const TITLES: Record<number, string> = {
   429: "Too Many Requests",
   500: "Internal Server Error",
   503: "Service Unavailable",
+  504: "Outcome Unknown",
 };
 
 /** The one place where a domain refusal becomes an HTTP status. */
@@ -37,6 +38,10 @@ const STATUS_OF: Record<BrokerErrorCode, ContentfulStatusCode> = {
   stale_receipt: 409,
   stale_epoch: 503,
   unavailable: 503,
+  store_lost: 503,
+  // A 503 always means "not applied"; this one means "applied here, not confirmed": it may be
+  // delivered or not. Retrying a send with the same dedupId is safe either way.
+  outcome_unknown: 504,
 };
 
 /**
@@ -81,7 +86,9 @@ export function toProblem(err: unknown, c: Context): Response {
   if (err instanceof BrokerError) {
     const status = STATUS_OF[err.code];
     const headers: Record<string, string> = {};
-    if (status === 503) headers["retry-after"] = String(err.retryAfterSeconds ?? 1);
+    if (status === 503 || status === 504) {
+      headers["retry-after"] = String(err.retryAfterSeconds ?? 1);
+    }
     return problem(c, status, err.detail, { code: err.code }, headers);
   }
   if (err instanceof ApiError) {

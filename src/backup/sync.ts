@@ -266,15 +266,18 @@ export class BackupSync {
   }
 
   /**
-   * Wraps the store's record sink: every record goes on to `inner` unchanged and is kept for the
-   * next pass; a delete record also removes the entity's backup (in the background:
-   * acknowledgements never wait for it).
+   * Wraps the store's record sink: every record goes on to `inner` unchanged and, once `inner`
+   * acknowledged it, is kept for the next pass; a delete record also removes the entity's backup
+   * (in the background: acknowledgements never wait for it).
    */
   recordSink(inner: RecordSink): RecordSink {
     return {
-      ship: (record: ReplicationRecord) => {
+      admit: inner.admit?.bind(inner),
+      // Only acknowledged changes reach the log: a failed one leaves a gap there, and the next
+      // pass takes a snapshot instead.
+      ship: async (record: ReplicationRecord) => {
+        await inner.ship(record);
         this.observe(record);
-        return inner.ship(record);
       },
     };
   }

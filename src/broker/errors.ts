@@ -9,7 +9,9 @@ export const BROKER_ERROR_CODES = [
   "queue_full", // max length reached with the reject policy
   "stale_receipt", // receipt of an earlier delivery attempt, or unknown
   "stale_epoch", // a write fenced by a newer ownership epoch
-  "unavailable", // this node cannot serve the entity right now (retry later)
+  "unavailable", // this node cannot serve the entity right now; nothing was changed (retry)
+  "store_lost", // the node's local store lost its data; nothing was changed (retry)
+  "outcome_unknown", // a change was made but not confirmed in time: it may or may not last
 ] as const;
 
 /** One of BROKER_ERROR_CODES. */

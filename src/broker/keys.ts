@@ -66,6 +66,13 @@ export function registryKey(type: EntityType): string {
   return `${PREFIX}:registry:${type}`;
 }
 
+/**
+ * The local store's identity: a hash `{id, createdAt}` written when a node first opens an empty
+ * Redis. Every script checks it exists, so a store that lost its data (FLUSHALL, a restart from
+ * nothing) refuses to run anything until its node has noticed and taken a new id.
+ */
+export const STORE_KEY = `${PREFIX}:store`;
+
 /** Keys in the central users Redis. */
 export const userKeys = {
   user: (name: string) => `${PREFIX}:user:${name}`,

@@ -28,6 +28,7 @@ export interface PollOptions<T> {
  */
 export class Notifier {
   readonly #waiters = new Map<string, Set<() => void>>();
+  #closed = false;
 
   /** Wakes every receiver waiting on the key. */
   notify(key: string): void {
@@ -103,7 +104,7 @@ export class Notifier {
       try {
         const res = await look();
         if (res.again && !signal?.aborted) continue;
-        if (res.ready || signal?.aborted) return res.value;
+        if (res.ready || signal?.aborted || this.#closed) return res.value;
         const left = until - Date.now();
         if (left <= 0) return res.value;
         if (notified) continue;
@@ -141,6 +142,15 @@ export class Notifier {
   /** Wakes every waiting receiver (shutting down). */
   wakeAll(): void {
     for (const key of [...this.#waiters.keys()]) this.notify(key);
+  }
+
+  /**
+   * Ends every long poll after one more look (the node is draining): each answers with what it
+   * finds now, and polls that start later answer at once.
+   */
+  close(): void {
+    this.#closed = true;
+    this.wakeAll();
   }
 
   /** Number of receivers waiting (for stats and tests). */

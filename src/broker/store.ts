@@ -1,7 +1,8 @@
 import type { Redis } from "ioredis";
-import { type EntityRef, queueKeys, registryKey, topicKeys } from "./keys.ts";
+import { type EntityRef, queueKeys, registryKey, STORE_KEY, topicKeys } from "./keys.ts";
 import { type LoadedScript, loadScripts, preloadScripts, runScript } from "./scripts.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
+import { BrokerError, isConnectionError } from "./errors.ts";
 
 /** Every Lua script of the broker; each file is `src/broker/scripts/<name>.lua`. */
 export const SCRIPT_NAMES = [
@@ -38,23 +39,35 @@ export const SCRIPT_NAMES = [
   "queue_compat_subscribe",
   "queue_compat_unsubscribe",
   "queue_compat_subscribed",
+  "queue_resume",
+  "topic_resume",
 ] as const;
 
 /** The name of one broker script. */
 export type ScriptName = typeof SCRIPT_NAMES[number];
 
 /**
- * KEYS of every script of an entity type, in a fixed order, so a record names only its entity.
- * Queue scripts: meta, registry, ready, delayed, inflight, msgs, dc, rc, dead, dd, ddx, tasks,
- * taskx.
- * Topic scripts: meta, registry, log, subs, then the subscription named by args[2] ('' for
- * topic-level scripts): state, redeliver, inflight, dc, rc, dead.
+ * KEYS of every script of an entity type, in a fixed order, so a record names only its entity:
+ * the entity's keys (entityKeys), then the store's identity (STORE_KEY), which every script
+ * checks first (prologue.lua).
  *
  * Arguments of every script (after the prologue's epoch, expected seq and time): args[0] the
  * caller's username, args[1] its role, args[2] the subscription name ('' when none), then the
  * operation's own arguments.
  */
 export function scriptKeys(entity: EntityRef, args: readonly string[]): string[] {
+  const keys = entityKeys(entity, args);
+  keys.push(STORE_KEY);
+  return keys;
+}
+
+/**
+ * The keys of an entity, in the order its scripts see them.
+ * Queue: meta, registry, ready, delayed, inflight, msgs, dc, rc, dead, dd, ddx, tasks, taskx.
+ * Topic: meta, registry, log, subs, then the subscription named by args[2] ('' for topic-level
+ * scripts): state, redeliver, inflight, dc, rc, dead.
+ */
+export function entityKeys(entity: EntityRef, args: readonly string[]): string[] {
   if (entity.type === "queue") {
     const k = queueKeys(entity.name);
     return [
@@ -95,26 +108,57 @@ export interface StoreOptions {
   sink: RecordSink;
   /** The ownership epoch this node writes with for an entity (0 on a single node). */
   epochOf?: (entity: EntityRef) => number;
+  /** Told when a script finds the store without its identity: it lost its data. */
+  onLost?: () => void;
   /** The clock; tests may replace it. */
   now?: () => number;
+}
+
+// Gives an empty Redis its identity; returns the identity it has. ARGV: a new id, the time.
+const IDENTIFY_LUA = `
+local id = redis.call('HGET', KEYS[1], 'id')
+if id then return id end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2])
+return ARGV[1]
+`;
+
+/**
+ * The identity of the store in `redis` (STORE_KEY), given to it now if it has none: a new Redis
+ * becomes a store. Returns the incarnation.
+ */
+export async function identifyStore(redis: Redis, now = Date.now()): Promise<string> {
+  return String(await redis.eval(IDENTIFY_LUA, 1, STORE_KEY, crypto.randomUUID(), String(now)));
 }
 
 /**
  * The node's local Redis, reached only through the broker's Lua scripts. Each change runs one
  * script atomically and yields one replication record, handed to the sink before it resolves.
+ *
+ * The store has an identity (STORE_KEY), its **incarnation**: a Redis that loses its data loses
+ * the identity with it, every script then refuses to run (`store_lost`) and `onLost` is told, so
+ * that the node can give up what it owned before a new identity lets the store work again.
  */
 export class Store {
   readonly #redis: Redis;
   readonly #scripts: Record<ScriptName, LoadedScript>;
   readonly #sink: RecordSink;
   readonly #epochOf: (entity: EntityRef) => number;
+  readonly #onLost: () => void;
+  #incarnation: string;
   readonly now: () => number;
 
-  private constructor(redis: Redis, scripts: Record<ScriptName, LoadedScript>, opts: StoreOptions) {
+  private constructor(
+    redis: Redis,
+    scripts: Record<ScriptName, LoadedScript>,
+    incarnation: string,
+    opts: StoreOptions,
+  ) {
     this.#redis = redis;
     this.#scripts = scripts;
+    this.#incarnation = incarnation;
     this.#sink = opts.sink;
     this.#epochOf = opts.epochOf ?? (() => 0);
+    this.#onLost = opts.onLost ?? (() => {});
     this.now = opts.now ?? Date.now;
   }
 
@@ -124,7 +168,8 @@ export class Store {
     // Loaded up front so pipelined calls (a replica applying a batch) never meet NOSCRIPT
     // midway; after a Redis restart runScript loads them again on demand.
     await preloadScripts(redis, Object.values(scripts));
-    return new Store(redis, scripts, opts);
+    const id = await identifyStore(redis, (opts.now ?? Date.now)());
+    return new Store(redis, scripts, id, opts);
   }
 
   /** The Redis connection (for health checks and snapshots). */
@@ -132,37 +177,102 @@ export class Store {
     return this.#redis;
   }
 
-  /** Runs a state-changing script as the owner; resolves after its record is shipped. */
+  /** The store's incarnation: its identity when this node opened or last renewed it. */
+  get incarnation(): string {
+    return this.#incarnation;
+  }
+
+  /** The identity Redis holds now ("" when it has none: the data is gone). */
+  async currentIdentity(): Promise<string> {
+    return (await this.#redis.hget(STORE_KEY, "id")) ?? "";
+  }
+
+  /**
+   * Gives the store a new identity (call it once the node has dealt with a loss: scripts run
+   * again from then on). Returns the new incarnation.
+   */
+  async renew(): Promise<string> {
+    const id = crypto.randomUUID();
+    await this.#redis.hset(STORE_KEY, "id", id, "createdAt", String(this.now()));
+    this.#incarnation = id;
+    return id;
+  }
+
+  /**
+   * Runs a state-changing script as the owner; resolves after its record is shipped. A change
+   * the sink could not confirm (too few replicas acknowledged it in time) was made here all the
+   * same and may last: it rejects with `outcome_unknown`, never with `unavailable`.
+   *
+   * `takeOver` is for the node's own changes while it takes an entity over (before it serves
+   * it): written with the epoch given, without waiting for the replicas, whose resync snapshot
+   * carries the change.
+   */
   async change<T>(
     entity: EntityRef,
     op: ScriptName,
     args: readonly (string | number)[],
+    opts: { takeOver?: { epoch: number } } = {},
   ): Promise<T> {
     const strArgs = args.map(String);
     const at = this.now();
-    const epoch = this.#epochOf(entity);
-    const reply = await runScript(
-      this.#redis,
-      this.#scripts[op],
-      scriptKeys(entity, strArgs),
-      [epoch, "", at, ...strArgs],
-    ) as [number, string];
+    const epoch = opts.takeOver?.epoch ?? this.#epochOf(entity);
+    if (!opts.takeOver) this.#sink.admit?.(entity);
+    // Not connected now: the script would wait in ioredis's offline queue and fail there, never
+    // sent. A connection that breaks once it is sent leaves the outcome unknown (#failure).
+    if (this.#redis.status !== "ready") {
+      throw new BrokerError("unavailable", "the local store is not connected; try again", 1);
+    }
+    let reply: [number, string];
+    try {
+      reply = await runScript(
+        this.#redis,
+        this.#scripts[op],
+        scriptKeys(entity, strArgs),
+        [epoch, "", at, ...strArgs],
+      ) as [number, string];
+    } catch (err) {
+      throw this.#failure(err, `${op} on ${entity.type} '${entity.name}'`);
+    }
     const seq = Number(reply[0]);
     if (seq > 0) {
-      await this.#sink.ship({ entity, seq, epoch, op, at, args: strArgs });
+      const shipped = this.#sink.ship({ entity, seq, epoch, op, at, args: strArgs });
+      if (opts.takeOver) shipped.catch(() => {});
+      else {
+        try {
+          await shipped;
+        } catch (err) {
+          const why = err instanceof BrokerError ? err.detail : String(err);
+          throw new BrokerError(
+            "outcome_unknown",
+            `the change was made on the owner but not confirmed (${why}); it may or may not ` +
+              "take effect: retry sends with the same dedupId",
+            1,
+          );
+        }
+      }
     }
     return JSON.parse(reply[1]) as T;
   }
 
-  /** Runs a read-only script (it never changes state, so it yields no record). */
+  /**
+   * Runs a read-only script (it never changes state, so it yields no record). The right to
+   * answer is checked again after the read, as writes are: a node paused between the two must
+   * not answer from a copy it may no longer own.
+   */
   async read<T>(entity: EntityRef, op: ScriptName, args: readonly (string | number)[]): Promise<T> {
     const strArgs = args.map(String);
-    const reply = await runScript(
-      this.#redis,
-      this.#scripts[op],
-      scriptKeys(entity, strArgs),
-      [this.#epochOf(entity), "", this.now(), ...strArgs],
-    ) as [number, string];
+    let reply: [number, string];
+    try {
+      reply = await runScript(
+        this.#redis,
+        this.#scripts[op],
+        scriptKeys(entity, strArgs),
+        [this.#epochOf(entity), "", this.now(), ...strArgs],
+      ) as [number, string];
+    } catch (err) {
+      throw this.#failure(err);
+    }
+    this.#epochOf(entity);
     return JSON.parse(reply[1]) as T;
   }
 
@@ -173,12 +283,37 @@ export class Store {
   async apply(record: ReplicationRecord): Promise<"applied" | "duplicate"> {
     const op = record.op as ScriptName;
     if (!this.#scripts[op]) throw new Error(`unknown replication op '${record.op}'`);
-    const reply = await runScript(
-      this.#redis,
-      this.#scripts[op],
-      scriptKeys(record.entity, record.args),
-      [record.epoch, record.seq, record.at, ...record.args],
-    ) as [number, string];
+    let reply: [number, string];
+    try {
+      reply = await runScript(
+        this.#redis,
+        this.#scripts[op],
+        scriptKeys(record.entity, record.args),
+        [record.epoch, record.seq, record.at, ...record.args],
+      ) as [number, string];
+    } catch (err) {
+      throw this.#failure(err);
+    }
     return Number(reply[0]) === -1 ? "duplicate" : "applied";
+  }
+
+  /**
+   * What a failed script call means: a lost store is reported (once per call) and refused; a
+   * connection that broke under a change leaves its outcome unknown (ioredis may have sent the
+   * script, and sends it again after a reconnect).
+   */
+  #failure(err: unknown, change?: string): unknown {
+    if (err instanceof BrokerError && err.code === "store_lost") {
+      this.#onLost();
+      return err;
+    }
+    if (change && isConnectionError(err)) {
+      return new BrokerError(
+        "outcome_unknown",
+        `the local store's connection broke during ${change}; it may or may not have been made`,
+        1,
+      );
+    }
+    return err;
   }
 }

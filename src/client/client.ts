@@ -32,6 +32,14 @@ export interface ClientOptions extends Omit<TransportOptions, "url"> {
   renewBeforeSeconds?: number;
   /** The client's clock in ms (tests). Token expiry is measured against it, not the server's. */
   now?: () => number;
+  /**
+   * Give every queue message sent without a `dedupId` one of its own (default true, as Kafka's
+   * idempotent producer), so that a send whose answer was lost (a 504, a dropped connection) is
+   * retried without storing the message twice. Each id is kept by the queue for its
+   * de-duplication window (`dedupWindowSeconds`); turn this off to save that memory and let a
+   * retried send store a second copy.
+   */
+  idempotentSends?: boolean;
 }
 
 interface TokenState {
@@ -82,7 +90,7 @@ export class MomdClient {
       this.#credentials = { username: options.username, password: options.password };
     }
     const call = <T>(spec: RequestSpec) => this.#call<T>(spec);
-    this.queues = new QueuesApi(call);
+    this.queues = new QueuesApi(call, { idempotentSends: options.idempotentSends ?? true });
     this.topics = new TopicsApi(call);
     this.users = new UsersApi(call, (name, password) => {
       if (this.#credentials?.username === name) {

@@ -1,8 +1,8 @@
 /**
  * The client's transport: one JSON request over `fetch`, with a timeout per attempt, retries of
  * 502/503/504 and network errors (exponential backoff with full jitter, honouring Retry-After)
- * when the caller says the request is safe to repeat, and problem+json answers turned into
- * MomdError. Web-standard APIs only (fetch, AbortController, URL), for Deno, Node 18+ and
+ * when the caller says the request is safe to repeat, retries of any request refused with a
+ * momd 503 (which means "not applied"), and problem+json answers turned into MomdError. Web-standard APIs only (fetch, AbortController, URL), for Deno, Node 18+ and
  * browsers.
  */
 import { fullJitter, retryAfterMs, sleep } from "./backoff.ts";
@@ -83,6 +83,11 @@ export interface Answer<T> {
 }
 
 const RETRY_STATUSES = new Set([502, 503, 504]);
+/**
+ * Refusals that mean "not applied" (momd's 503s, NGINX's when no node was reached): any request
+ * may be sent again, whether or not it is safe to repeat.
+ */
+const NOT_APPLIED = new Set(["unavailable", "store_lost"]);
 
 /** Builds a path from literal parts and values, encoding the values. */
 export function path(strings: TemplateStringsArray, ...values: (string | number)[]): string {
@@ -140,6 +145,11 @@ export class Transport {
     return key === undefined ? undefined : this.#owners?.get(key);
   }
 
+  #forgetOwner(path: string): void {
+    const key = entityPathOf(path);
+    if (key !== undefined) this.#owners?.delete(key);
+  }
+
   #learnOwner(key: string, res: Response): void {
     const owners = this.#owners!;
     const owner = res.headers.get("momd-owner");
@@ -157,7 +167,6 @@ export class Transport {
   async call<T>(spec: CallSpec): Promise<Answer<T>> {
     const label = `${spec.method} ${spec.path}`;
     for (let attempt = 0;; attempt++) {
-      const canRetry = spec.retry && attempt < this.#retries;
       let failure: MomdError | MomdConnectionError;
       try {
         return await this.#attempt<T>(spec, label);
@@ -165,8 +174,15 @@ export class Transport {
         if (!(err instanceof MomdError || err instanceof MomdConnectionError)) throw err;
         failure = err;
       }
+      const notApplied = failure instanceof MomdError && failure.status === 503 &&
+        NOT_APPLIED.has(String(failure.problem.code));
       const retryable = failure instanceof MomdConnectionError ||
         RETRY_STATUSES.has(failure.status);
+      if (retryable && !(failure instanceof MomdError && failure.status === 503)) {
+        // The hinted owner may be the node that stopped answering: let NGINX choose.
+        this.#forgetOwner(spec.path);
+      }
+      const canRetry = (spec.retry || notApplied) && attempt < this.#retries;
       if (!canRetry || !retryable) throw failure;
       let delayMs = fullJitter(attempt, {
         baseMs: this.#baseMs,

@@ -39,9 +39,12 @@ function toMessage(m: MessageInput): OutgoingMessage {
 /** Queue management, send, receive and settle (`client.queues`). */
 export class QueuesApi {
   readonly #call: Caller;
+  readonly #idempotent: boolean;
 
-  constructor(call: Caller) {
+  /** `idempotentSends`: see ClientOptions. */
+  constructor(call: Caller, opts: { idempotentSends?: boolean } = {}) {
     this.#call = call;
+    this.#idempotent = opts.idempotentSends ?? true;
   }
 
   /** Creates a queue (idempotent for the same configuration; 409 for another). */
@@ -130,8 +133,9 @@ export class QueuesApi {
   }
 
   /**
-   * Sends one message. Retried on 503 and network errors only when it carries a `dedupId`
-   * (otherwise a retry could store it twice).
+   * Sends one message. Retried on 503, 504 and network errors only when it carries a `dedupId`
+   * (the client gives it one unless `idempotentSends` is off: otherwise a retry could store it
+   * twice).
    */
   async send(
     name: string,
@@ -143,15 +147,22 @@ export class QueuesApi {
   }
 
   /**
-   * Sends up to 100 messages, stored all or none, in order. Retried on 503 and network errors
-   * only when every message carries a `dedupId`.
+   * Sends up to 100 messages, stored all or none, in order. Retried on 503, 504 and network
+   * errors only when every message carries a `dedupId` (see `send`).
    */
   async sendBatch(
     name: string,
     messages: readonly MessageInput[],
     options: SignalOption = {},
   ): Promise<SentMessage[]> {
-    const body = { messages: messages.map(toMessage) };
+    const body = {
+      messages: messages.map((m) => {
+        const message = toMessage(m);
+        return this.#idempotent && message.dedupId === undefined
+          ? { ...message, dedupId: crypto.randomUUID() }
+          : message;
+      }),
+    };
     const res = await this.#call<SendResult>({
       method: "POST",
       path: path`/v1/queues/${name}/messages`,

@@ -8,28 +8,37 @@
  * `multi` with a check of its own election znode, so a controller whose session expired cannot
  * write any more (KAFKA-6082).
  *
- * Reconcile (on each membership change, and every `reconcileIntervalMs`):
- * - An entity whose owner is not live, or is live in another session than the one it was granted
- *   in (restarted, or its session expired), moves with epoch + 1 to one of its live replicas: the
- *   one holding the newest state according to `positionOf` (epoch first, then sequence), or, when
- *   no probe is given, the least loaded. A candidate that does not answer postpones the move (it
- *   may hold the newest state) for up to `probeGraceMs`; then the best of those that answered
- *   wins. With no answer at all the move waits: guessing could lose acknowledged records.
- *   With no live replica, the previous owner (if it is back in a new session) gets the entity
- *   again with epoch + 1; otherwise it stays unavailable.
- * - Dead replicas are dropped and the replica set is filled up to `replicationFactor - 1` with
- *   the live nodes holding the fewest entities (the epoch does not change: same owner).
+ * Reconcile (on each membership or ownership change, and every `reconcileIntervalMs`):
+ * - An entity whose owner is not live, is live in another session than the one it was granted
+ *   in (restarted, or its session expired), or resigned (its store was lost or is down), moves
+ *   with epoch + 1 to an **in-sync replica** (ownership.ts): one that is live with the very store
+ *   it joined the set with, so it holds every acknowledged change. Among them the one holding
+ *   the newest state according to `positionOf` (epoch first, then sequence) wins, which keeps
+ *   the most of what was written but not yet acknowledged; a candidate that does not answer is
+ *   waited for up to `probeGraceMs`, then passed over (or chosen by load if none answered).
+ * - With no such replica, the previous owner gets the entity again if it is live with the store
+ *   it was granted the entity with (it made every acknowledged change). Failing that the entity
+ *   stays unavailable, since electing a replica outside the set could lose acknowledged changes,
+ *   unless every node that held it (the owner and each in-sync replica) is back with another
+ *   store: nothing better can come back, so the live replica with the newest state takes it and
+ *   restores what the backup holds.
+ * - Dead replicas are dropped (from the in-sync set too) and the replica set is filled up to
+ *   `replicationFactor - 1` with the live nodes holding the fewest entities (the epoch does not
+ *   change: same owner). New replicas join the in-sync set once the owner has caught them up.
  */
 import type { EntityRef } from "../broker/keys.ts";
 import { BrokerError } from "../broker/errors.ts";
 import type { MemberInfo, Membership } from "./membership.ts";
-import type { EntityEntry, Ownership } from "./ownership.ts";
+import type { EntityEntry, InSyncReplica, Ownership } from "./ownership.ts";
+import { storeHolds } from "./in_sync.ts";
 import { isZkError, type ZkSession } from "./zk.ts";
 
 /** A replica's position in an entity's record stream. */
 export interface EntityPosition {
   seq: number;
   epoch: number;
+  /** The incarnation of the store it answered from, when the answer says. */
+  store?: string;
 }
 
 /** Options of the Controller. */
@@ -45,7 +54,8 @@ export interface ControllerOptions {
   positionOf?: (nodeId: string, entity: EntityRef) => Promise<EntityPosition | null>;
   /**
    * How long a failover waits for every live candidate to answer `positionOf` before it picks
-   * the best of those that answered (default 10 s).
+   * the best of those that answered (default 1.5 s). Every candidate holds each acknowledged
+   * change; waiting only keeps more of what was not acknowledged yet.
    */
   probeGraceMs?: number;
 }
@@ -151,7 +161,7 @@ export class Controller {
       root: "/momd",
       replicationFactor: 3,
       reconcileIntervalMs: 2000,
-      probeGraceMs: 10_000,
+      probeGraceMs: 1_500,
       ...opts,
     };
     this.#dir = `${this.#opts.root}/controller`;
@@ -163,6 +173,10 @@ export class Controller {
     await this.#join();
     this.#unsubscribe.push(this.#zk.onSession(() => this.#rejoin()));
     this.#unsubscribe.push(this.#membership.onChange(() => this.#kick()));
+    // An owner that resigns changes only its record: act on that at once too.
+    this.#unsubscribe.push(this.#ownership.onChange((entry) => {
+      if (entry && entry.ownerSession === "") this.#kick();
+    }));
     this.#timer = setInterval(() => this.#kick(), this.#opts.reconcileIntervalMs);
   }
 
@@ -330,7 +344,8 @@ export class Controller {
     for (const e of entries) {
       if (!this.isController() || this.#stopped) break;
       const ownerMember = live.get(e.owner);
-      const ownerOk = ownerMember !== undefined && ownerMember.session === e.ownerSession;
+      const ownerOk = ownerMember !== undefined && ownerMember.session === e.ownerSession &&
+        e.ownerSession !== "";
       try {
         if (!ownerOk) {
           const to = await this.#chooseNewOwner(e, live, load);
@@ -339,7 +354,10 @@ export class Controller {
             const k = entityKey(e.entity);
             if (!this.#stuck.has(k)) {
               this.#stuck.add(k);
-              console.log(`controller: ${k} has no owner that can take it yet (was ${e.owner})`);
+              console.log(
+                `controller: ${k} has no owner that holds every acknowledged change yet ` +
+                  `(was ${e.owner}; in sync: ${e.isr.map((m) => m.node).join(",") || "none"})`,
+              );
             }
             continue;
           }
@@ -353,19 +371,30 @@ export class Controller {
             load,
             want,
           );
+          // The other in-sync replicas still hold every acknowledged change; the new owner takes
+          // them on (they get its snapshot, and leave the set if they cannot keep up).
+          const isr = e.isr.filter((m) =>
+            m.node !== to.id && replicas.includes(m.node) && storeHolds(live.get(m.node), m)
+          );
           const moved = await this.#ownership.transfer(e.entity, to, {
             expectedVersion: e.version,
             replicas,
+            isr,
+            reason: "failover",
             guard,
           });
           adjustLoad(load, e, moved);
           report.moved.push({ entity: e.entity, from: e.owner, to: to.id, epoch: moved.epoch });
           this.#stuck.delete(entityKey(e.entity));
+          const why = !ownerMember
+            ? "gone"
+            : e.ownerSession === "" && ownerMember.session !== ""
+            ? "resigned"
+            : "back in a new session";
           console.log(
-            `controller: failover of ${entityKey(e.entity)} from ${e.owner} ` +
-              `(${
-                ownerMember ? "back in a new session" : "gone"
-              }) to ${to.id}, epoch ${moved.epoch}`,
+            `controller: failover of ${entityKey(e.entity)} from ${e.owner} (${why}) to ` +
+              `${to.id}${to.unclean ? " (no in-sync copy left: unclean)" : ""}, epoch ` +
+              `${moved.epoch}`,
           );
           continue;
         }
@@ -373,11 +402,9 @@ export class Controller {
         const replicas = this.#fill(kept, e.owner, live, load, want);
         if (!sameList(replicas, e.replicas)) {
           const updated = await this.#ownership.update(e.entity, e.version, {
-            owner: e.owner,
-            ownerSession: e.ownerSession,
+            ...e,
             replicas,
-            epoch: e.epoch,
-            config: e.config,
+            isr: e.isr.filter((m) => replicas.includes(m.node)),
           }, guard);
           adjustLoad(load, e, updated);
           report.replicasChanged.push({ entity: e.entity, replicas });
@@ -401,40 +428,75 @@ export class Controller {
     e: EntityEntry,
     live: Map<string, MemberInfo>,
     load: Map<string, Load>,
-  ): Promise<{ id: string; session: string } | undefined> {
-    const candidates = e.replicas.filter((r) => r !== e.owner && live.has(r));
-    if (candidates.length === 0) {
-      const back = live.get(e.owner);
-      return back ? { id: back.id, session: back.session } : undefined;
+  ): Promise<{ id: string; session: string; store: string; unclean?: boolean } | undefined> {
+    const member = (id: string) => {
+      const m = live.get(id)!;
+      return { id: m.id, session: m.session, store: m.store ?? "" };
+    };
+    const inSync = e.isr.filter((m) => m.node !== e.owner && storeHolds(live.get(m.node), m));
+    if (inSync.length > 0) {
+      const chosen = await this.#mostAdvanced(e, inSync);
+      return chosen ? member(chosen) : undefined;
     }
-    let chosen: string | undefined;
-    if (this.#opts.positionOf) {
-      const probe = this.#opts.positionOf;
-      const positions = await Promise.all(
-        candidates.map(async (id) => {
-          try {
-            return { id, pos: await probe(id, e.entity) };
-          } catch {
-            return { id, pos: null };
-          }
-        }),
-      );
-      const known = positions.filter((p): p is { id: string; pos: EntityPosition } => !!p.pos);
-      // A silent candidate may hold the newest state: wait for every answer, for a while.
-      const key = entityKey(e.entity);
-      const since = this.#probeWaits.get(key) ?? Date.now();
-      this.#probeWaits.set(key, since);
-      const patient = Date.now() - since < this.#opts.probeGraceMs;
-      if (known.length === 0 || (known.length < candidates.length && patient)) return undefined;
-      this.#probeWaits.delete(key);
-      const order = byLoad(load, true);
-      known.sort((a, b) => b.pos.epoch - a.pos.epoch || b.pos.seq - a.pos.seq || order(a.id, b.id));
-      chosen = known[0].id;
-    } else {
-      chosen = [...candidates].sort(byLoad(load, true))[0];
+    // The previous owner made every acknowledged change, if its store is the one it had then.
+    const previous = live.get(e.owner);
+    if (previous && storeHolds(previous, { node: e.owner, store: e.ownerStore ?? "" })) {
+      return member(previous.id);
     }
-    const m = live.get(chosen)!;
-    return { id: m.id, session: m.session };
+    // Nothing holds every acknowledged change unless a holder comes back with its store; once
+    // every holder is back with another one, nothing better can come.
+    const holders: InSyncReplica[] = [{ node: e.owner, store: e.ownerStore ?? "" }, ...e.isr];
+    const gone = holders.every((h) => {
+      const m = live.get(h.node);
+      return m && m.storeUp !== false && (m.store ?? "") !== h.store;
+    });
+    if (!gone) return undefined;
+    const candidates = [e.owner, ...e.replicas].filter((id) =>
+      live.get(id) && live.get(id)!.storeUp !== false
+    ).map((node) => ({ node, store: live.get(node)!.store ?? "" }));
+    const chosen = await this.#mostAdvanced(e, candidates, load);
+    return chosen ? { ...member(chosen), unclean: true } : undefined;
+  }
+
+  /**
+   * The candidate holding the newest state (epoch, then sequence) among those answering
+   * `positionOf` from the store they are listed with; one that is silent is waited for up to
+   * `probeGraceMs`. Without a probe, or when none answered by then, the least loaded.
+   */
+  async #mostAdvanced(
+    e: EntityEntry,
+    candidates: InSyncReplica[],
+    load?: Map<string, Load>,
+  ): Promise<string | undefined> {
+    const order = byLoad(load ?? new Map(), true);
+    const probe = this.#opts.positionOf;
+    if (!probe) return candidates.map((c) => c.node).sort(order)[0];
+    const answers = await Promise.all(candidates.map(async (c) => {
+      try {
+        return { c, pos: await probe(c.node, e.entity) };
+      } catch {
+        return { c, pos: null };
+      }
+    }));
+    // A store that answers without the identity it joined with lost the data: not a candidate.
+    const known = answers.filter((a): a is { c: InSyncReplica; pos: EntityPosition } =>
+      !!a.pos && (a.pos.store === undefined || a.pos.store === a.c.store)
+    );
+    const key = entityKey(e.entity);
+    const since = this.#probeWaits.get(key) ?? Date.now();
+    this.#probeWaits.set(key, since);
+    const patient = Date.now() - since < this.#opts.probeGraceMs;
+    const silent = answers.filter((a) => !a.pos).map((a) => a.c.node);
+    if (silent.length > 0 && patient) return undefined;
+    this.#probeWaits.delete(key);
+    if (known.length === 0) {
+      // Every candidate that could is silent (paused, busy): each holds what was acknowledged.
+      return silent.sort(order)[0];
+    }
+    known.sort((a, b) =>
+      b.pos.epoch - a.pos.epoch || b.pos.seq - a.pos.seq || order(a.c.node, b.c.node)
+    );
+    return known[0].c.node;
   }
 
   #fill(

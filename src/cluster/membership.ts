@@ -1,7 +1,8 @@
 /**
  * Cluster membership: each node holds an ephemeral znode `<root>/nodes/<id>` with JSON
- * `{id, http, grpc, startedAt, session}` for as long as its ZooKeeper session lives, and watches
- * the children of `<root>/nodes` to know the live nodes.
+ * `{id, http, grpc, startedAt, session, store, storeUp}` for as long as its ZooKeeper session
+ * lives, and watches the children of `<root>/nodes` (and each member's data, which changes when
+ * its store does) to know the live nodes.
  *
  * Fast restart (KAFKA-7165): after a crash the previous session's znode stays until ZooKeeper
  * expires that session. A new process finding `<root>/nodes/<id>` owned by another session WAITS
@@ -26,6 +27,16 @@ export interface MemberInfo {
   startedAt: string;
   /** ZooKeeper session id (hex) holding the registration. */
   session: string;
+  /** The incarnation of its local store ("" when unknown); a wiped store gets a new one. */
+  store?: string;
+  /** Whether its local store answers; a node whose store is down is elected for nothing. */
+  storeUp?: boolean;
+}
+
+/** What a node says about its local store. */
+export interface StoreState {
+  store: string;
+  storeUp: boolean;
 }
 
 /** Options of Membership. */
@@ -48,8 +59,11 @@ export class Membership {
   #members = new Map<string, MemberInfo>();
   #listeners = new Set<(members: MemberInfo[]) => void>();
   #registeredSession = "";
+  #store: StoreState = { store: "", storeUp: true };
   #refreshing: Promise<void> | null = null;
   #again = false;
+  /** Members whose znode has a data watch armed. */
+  #dataWatched = new Set<string>();
   #stopped = false;
   #unsubscribe?: () => void;
 
@@ -76,6 +90,17 @@ export class Membership {
   isRegistered(): boolean {
     return this.#registeredSession !== "" && this.#registeredSession === this.#zk.sessionId &&
       this.#zk.state === "connected";
+  }
+
+  /**
+   * Publishes this node's store state in its znode (now when registered, else at the next
+   * registration). Owners and the controller act on it: a new incarnation means every copy this
+   * node held is gone, a store that is down means it can hold nothing now.
+   */
+  async publishStore(state: StoreState): Promise<void> {
+    this.#store = { ...state };
+    if (!this.#registeredSession || this.#registeredSession !== this.#zk.sessionId) return;
+    await this.#zk.setData(this.path, jsonData(this.#info(this.#registeredSession)), -1);
   }
 
   /** The live nodes as last seen, sorted by id. */
@@ -153,7 +178,21 @@ export class Membership {
     const next = new Map<string, MemberInfo>();
     await Promise.all(children.map(async (id) => {
       try {
-        const { data, stat } = await this.#zk.getData(`${this.#dir}/${id}`);
+        // One data watch per member: a store that changes shows at once.
+        const arm = !this.#dataWatched.has(id);
+        if (arm) this.#dataWatched.add(id);
+        const { data, stat } = await this.#zk.getData(
+          `${this.#dir}/${id}`,
+          arm
+            ? () => {
+              this.#dataWatched.delete(id);
+              watcher();
+            }
+            : undefined,
+        ).catch((err) => {
+          if (arm) this.#dataWatched.delete(id);
+          throw err;
+        });
         const info = parseJson<MemberInfo>(data);
         next.set(id, { ...info, id, session: stat.ephemeralOwner });
       } catch (err) {
@@ -161,7 +200,10 @@ export class Membership {
       }
     }));
     const changed = next.size !== this.#members.size ||
-      [...next].some(([id, m]) => this.#members.get(id)?.session !== m.session);
+      [...next].some(([id, m]) => {
+        const was = this.#members.get(id);
+        return was?.session !== m.session || was.store !== m.store || was.storeUp !== m.storeUp;
+      });
     this.#members = next;
     if (changed) {
       const list = this.members();
@@ -180,15 +222,20 @@ export class Membership {
     setTimeout(() => this.refresh().catch(() => this.#retryLater()), 200);
   }
 
-  async #register(): Promise<void> {
-    const session = this.#zk.sessionId;
-    const info: MemberInfo = {
+  #info(session: string): MemberInfo {
+    return {
       id: this.#opts.nodeId,
       http: this.#opts.http,
       grpc: this.#opts.grpc,
       startedAt: this.#startedAt,
       session,
+      ...this.#store,
     };
+  }
+
+  async #register(): Promise<void> {
+    const session = this.#zk.sessionId;
+    const info = this.#info(session);
     const waitMs = this.#opts.staleWaitMs ?? 2 * this.#zk.sessionTimeoutMs + 1000;
     const until = Date.now() + waitMs;
     while (!this.#stopped) {
@@ -225,6 +272,7 @@ export class Membership {
 
   async #rejoin(): Promise<void> {
     this.#registeredSession = "";
+    this.#dataWatched.clear();
     while (!this.#stopped) {
       try {
         await this.#register();

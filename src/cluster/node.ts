@@ -1,7 +1,8 @@
 /**
  * The cluster side of one node, wired together: ZooKeeper membership, ownership and controller,
  * the gRPC server (replication and forwarding), the shipper (this node's records to its
- * replicas), routing of entity requests to their owners, clean hand-over and rebalancing.
+ * replicas) and the in-sync sets of what it owns, the guard of its local store, routing of
+ * entity requests to their owners, take-over, clean hand-over and rebalancing.
  *
  * Started in two steps because the store and the HTTP app depend on the cluster and the gRPC
  * server depends on them: `ClusterNode.connect()` gives the store its sink and epochs, then
@@ -12,13 +13,16 @@ import type { Config } from "../config/schema.ts";
 import { BrokerError } from "../broker/errors.ts";
 import { type EntityRef, type EntityType, queueKeys, topicKeys } from "../broker/keys.ts";
 import type { Store } from "../broker/store.ts";
+import { resumeInFlight } from "../broker/resume.ts";
+import { QUEUE_LIMITS } from "../broker/queues.ts";
 import type { Principal } from "../auth/users.ts";
-import type {
-  ClusterStatus,
-  EntityRouter,
-  EntityStatus,
-  NodeStatus,
-  Route,
+import {
+  type ClusterStatus,
+  type EntityRouter,
+  type EntityStatus,
+  mayWait,
+  type NodeStatus,
+  type Route,
 } from "../api/routing.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { PeerClients } from "../replication/peers.ts";
@@ -27,8 +31,10 @@ import { Shipper } from "../replication/shipper.ts";
 import { adoptEpoch, type EntitySnapshot } from "../replication/snapshot.ts";
 import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
-import { type EntityEntry, Ownership } from "./ownership.ts";
+import { type EntityEntry, type InSyncReplica, Ownership } from "./ownership.ts";
 import { Controller, loadByNode, placeEntity } from "./controller.ts";
+import { InSyncSets } from "./in_sync.ts";
+import { StoreGuard } from "../broker/store_guard.ts";
 
 /** Creation facts kept in the ownership record, so listings need no node's store. */
 interface CreationInfo {
@@ -48,10 +54,16 @@ export interface ClusterNodeOptions {
   rebalanceIntervalMs?: number;
   /** An entity that moved stays put at least this long (hysteresis, default 30 s). */
   moveCooldownMs?: number;
+  /** How often the local store is probed (default 250 ms). */
+  storeProbeMs?: number;
 }
 
 const key = (e: EntityRef) => `${e.type}/${e.name}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The controller's reconcile period: how late it may notice that an owner is gone. */
+const CONTROLLER_REACTION_MS = 2000;
+/** The longest long poll. */
+const MAX_WAIT_MS = QUEUE_LIMITS.waitSecondsMax * 1000;
 
 /** One node's membership in the cluster. */
 export class ClusterNode implements EntityRouter {
@@ -64,7 +76,11 @@ export class ClusterNode implements EntityRouter {
   readonly ownership: Ownership;
   readonly peers: PeerClients;
   readonly shipper: Shipper;
+  readonly inSync: InSyncSets;
   #controller?: Controller;
+  #guard?: StoreGuard;
+  /** Set while the local store is lost or down: nothing owned is written or read. */
+  #storeTrouble: string | undefined;
   #server?: ReplicationServer;
   #store?: Store;
   /** Entities this node owns but must not write now (hand-over or take-over in progress). */
@@ -73,6 +89,8 @@ export class ClusterNode implements EntityRouter {
   readonly #prepared = new Map<string, number>();
   /** Take-over preparations still running. */
   readonly #preparing = new Map<string, Promise<void>>();
+  /** The replicas of each owned entity as last seen (new ones get a snapshot). */
+  readonly #replicasOf = new Map<string, string[]>();
   /** When each entity last changed owner (hysteresis of rebalancing). */
   readonly #movedAt = new Map<string, number>();
   #rebalanceTimer?: ReturnType<typeof setInterval>;
@@ -87,7 +105,12 @@ export class ClusterNode implements EntityRouter {
   ) {
     this.#config = config;
     this.#local = local;
-    this.#opts = { rebalanceIntervalMs: 2000, moveCooldownMs: 30_000, ...opts };
+    this.#opts = {
+      rebalanceIntervalMs: 2000,
+      moveCooldownMs: 30_000,
+      storeProbeMs: 250,
+      ...opts,
+    };
     this.zk = zk;
     const me = { nodeId: config.nodeId, root: config.zkRoot };
     this.membership = new Membership(zk, {
@@ -96,18 +119,33 @@ export class ClusterNode implements EntityRouter {
       grpc: config.grpcAdvertise ?? config.grpcListen,
     });
     this.ownership = new Ownership(zk, me);
-    this.peers = new PeerClients({ secret: config.clusterSecret!, tls: config.grpcTls });
+    this.peers = new PeerClients({
+      secret: config.clusterSecret!,
+      tls: config.grpcTls,
+      // A frozen peer is noticed within two thirds of a session: before it could be replaced.
+      keepaliveMs: Math.max(1000, Math.floor(config.zkSessionTimeoutMs / 3)),
+    });
     this.shipper = new Shipper({
       nodeId: config.nodeId,
       peers: this.peers,
       redis: local,
       minInSyncReplicas: config.minInSyncReplicas,
       replicasOf: (e) => this.ownership.get(e)?.replicas ?? [],
+      inSyncOf: (e) => this.inSync.required(e),
       addressOf: (id) => this.membership.member(id)?.grpc,
       epochOf: (e) => this.ownership.epochOf(e),
-      isWritable: (e) => this.ownership.isWritable(e),
+      isWritable: (e) => this.ownership.isWritable(e) && this.#storeTrouble === undefined,
       ackTimeoutMs: config.replicationAckTimeoutMs,
       onFenced: (e, detail) => console.error(`cluster: fenced off ${key(e)}: ${detail}`),
+    });
+    this.inSync = new InSyncSets({
+      nodeId: config.nodeId,
+      ownership: this.ownership,
+      membership: this.membership,
+      shipper: this.shipper,
+      minInSyncReplicas: config.minInSyncReplicas,
+      lagMs: config.replicaLagMs,
+      serving: (e) => this.#serving(e),
     });
   }
 
@@ -126,7 +164,15 @@ export class ClusterNode implements EntityRouter {
 
   /** The sink the store ships its records through. */
   get sink(): RecordSink {
-    return { ship: (r: ReplicationRecord) => this.shipper.ship(r) };
+    return {
+      admit: (e: EntityRef) => this.shipper.admit(e),
+      ship: (r: ReplicationRecord) => this.shipper.ship(r),
+    };
+  }
+
+  /** The store reported that it lost its data (Store's `onLost`). */
+  storeLost(): void {
+    this.#guard?.reportLost();
   }
 
   /**
@@ -136,19 +182,36 @@ export class ClusterNode implements EntityRouter {
    * `minInSyncReplicas` below the copies, the other replica's acknowledgements keep writes going.
    */
   async replicaSnapshot(entity: EntityRef): Promise<EntitySnapshot | undefined> {
-    const k = key(entity);
-    const link = this.shipper.lag().find((l) => key(l.entity) === k && l.connected && !l.syncing);
-    const member = link && this.membership.member(link.peer);
+    const entry = this.ownership.get(entity);
+    const id = entry?.isr.map((m) => m.node).find((peer) => {
+      const r = this.shipper.replica(entity, peer);
+      return r && r.connected && !r.syncing;
+    });
+    const member = id ? this.membership.member(id) : undefined;
     return member ? await this.peers.snapshot(member.grpc, entity) : undefined;
   }
 
   /** The epoch the store writes an entity with; refuses unless this node may write it now. */
   epochOf(entity: EntityRef): number {
     const epoch = this.ownership.epochOf(entity);
+    if (this.#storeTrouble !== undefined) {
+      throw new BrokerError("unavailable", `${key(entity)}: ${this.#storeTrouble}`, 1);
+    }
     if (this.#paused.has(key(entity))) {
       throw new BrokerError("unavailable", `${key(entity)} is moving to another node`, 1);
     }
     return epoch;
+  }
+
+  /** Whether this node serves the entity now (owns it, may write it, is not moving it). */
+  #serving(entity: EntityRef): boolean {
+    return this.ownership.isWritable(entity) && this.#storeTrouble === undefined &&
+      !this.#paused.has(key(entity));
+  }
+
+  /** This node's store incarnation, as its in-sync entries and grants name it. */
+  get #incarnation(): string {
+    return this.#store?.incarnation ?? "";
   }
 
   /**
@@ -175,23 +238,26 @@ export class ClusterNode implements EntityRouter {
     });
     this.ownership.onChange((entry, entity) => this.#onOwnershipChange(entry, entity));
     await this.ownership.start();
+    await this.membership.publishStore({ store: store.incarnation, storeUp: true });
     await this.membership.start();
-    // A replica that came back in a new session may have lost its copy (wiped Redis): resync.
-    const sessions = new Map(this.membership.members().map((m) => [m.id, m.session]));
+    // A replica back in a new session, or with another store, may have lost its copies (a wiped
+    // Redis): resync them. It is out of the in-sync sets until it caught up again.
+    const seen = new Map(this.membership.members().map((m) => [m.id, m]));
     this.membership.onChange((members) => {
       for (const m of members) {
-        const before = sessions.get(m.id);
-        sessions.set(m.id, m.session);
-        if (before === undefined || before === m.session) continue;
+        const before = seen.get(m.id);
+        seen.set(m.id, m);
+        if (!before || (before.session === m.session && before.store === m.store)) continue;
         const mine = this.ownership.list()
           .filter((e) => e.owner === this.#config.nodeId && e.replicas.includes(m.id));
         if (mine.length === 0) continue;
+        const why = before.session !== m.session ? "in a new session" : "with another store";
         console.log(
-          `cluster: ${m.id} is back in a new session; resyncing its copies of ${mine.length} ` +
-            "entities",
+          `cluster: ${m.id} is back ${why}; resyncing its copies of ${mine.length} entities`,
         );
-        for (const e of mine) this.shipper.resync(e.entity);
+        for (const e of mine) this.shipper.resync(e.entity, m.id);
       }
+      this.inSync.review();
     });
     this.#controller = new Controller(this.zk, this.membership, this.ownership, {
       nodeId: this.#config.nodeId,
@@ -204,7 +270,112 @@ export class ClusterNode implements EntityRouter {
     });
     await this.#controller.start();
     for (const entry of this.ownership.list()) this.#onOwnershipChange(entry, entry.entity);
+    this.inSync.start();
+    this.#guard = new StoreGuard({
+      store,
+      intervalMs: this.#opts.storeProbeMs,
+      downAfterMs: this.#config.storeDownMs,
+      onLost: () => this.#onStoreLost(),
+      onDown: () => this.#onStoreDown(),
+      onUp: (wasDown) => this.#onStoreUp(wasDown),
+    });
+    this.#guard.start();
     this.#rebalanceTimer = setInterval(() => this.#rebalance(), this.#opts.rebalanceIntervalMs);
+  }
+
+  // ---- the local store ----
+
+  /**
+   * The local store lost its data: whatever this node owns is gone here (its in-sync replicas
+   * still hold every acknowledged change). Stop serving at once, forget what the replica side
+   * remembered of the old store, give the store a new identity (so that no owner counts this
+   * node's copies as in sync any more, and it gets snapshots), and resign everything it owns, so
+   * that the controller moves each entity to an in-sync replica.
+   */
+  async #onStoreLost(): Promise<void> {
+    const store = this.#store!;
+    if (await store.currentIdentity() === store.incarnation) return; // dealt with already
+    this.#storeTrouble = "the local store lost its data; a new owner is being elected";
+    this.#server?.forgetAll();
+    const previous = store.incarnation;
+    const id = await store.renew();
+    console.error(`cluster: the local store lost its data (was ${previous}); now ${id}`);
+    await this.#publishStore(true);
+    await this.#resignAll("its store lost its data");
+    this.#storeTrouble = undefined;
+  }
+
+  /** The local store stopped answering: let in-sync replicas serve what this node owns. */
+  async #onStoreDown(): Promise<void> {
+    this.#storeTrouble = "the local store does not answer";
+    await this.#publishStore(false);
+    await this.#resignAll("its store does not answer");
+  }
+
+  /**
+   * The store answers again with its identity. After a short outage (not down long enough to
+   * resign), a store that restarted from older files would hold less than this node shipped:
+   * that is a loss too.
+   */
+  async #onStoreUp(wasDown: boolean): Promise<void> {
+    this.#server?.forgetAll();
+    const owned = this.ownership.list().filter((e) => e.owner === this.#config.nodeId);
+    const seqs = await Promise.all(
+      owned.map((e) => this.#local.hget(metaKey(e.entity), "seq").then(Number)),
+    );
+    const behind = owned.find((e, i) => {
+      const last = this.shipper.lastShipped(e.entity);
+      return last !== undefined && last.epoch === e.epoch && seqs[i] < last.seq;
+    });
+    if (behind) {
+      console.error(`cluster: the local store came back without changes of ${key(behind.entity)}`);
+      await this.#onStoreLost();
+      return;
+    }
+    if (wasDown) {
+      console.log("cluster: the local store answers again");
+      await this.#publishStore(true);
+    }
+    this.#storeTrouble = undefined;
+  }
+
+  /** Publishes the store's state, retrying while ZooKeeper does not answer. */
+  async #publishStore(up: boolean): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        await this.membership.publishStore({ store: this.#incarnation, storeUp: up });
+        return;
+      } catch (err) {
+        console.error(`cluster: publishing the store's state failed: ${err}`);
+        await sleep(200);
+      }
+    }
+  }
+
+  /**
+   * Gives up every entity this node owns (clears `ownerSession` in its record), so that the
+   * controller elects a new owner at once, as if this node's session had ended.
+   */
+  async #resignAll(why: string): Promise<void> {
+    for (let attempt = 0; !this.#stopped; attempt++) {
+      const owned = this.ownership.list()
+        .filter((e) => e.owner === this.#config.nodeId && e.ownerSession !== "");
+      if (owned.length === 0) return;
+      const results = await Promise.allSettled(
+        owned.map((e) =>
+          this.ownership.update(e.entity, e.version, { ...e, ownerSession: "" }).then(() => {
+            console.log(`cluster: resigned ${key(e.entity)} (${why})`);
+          })
+        ),
+      );
+      for (const [i, r] of results.entries()) {
+        if (r.status === "rejected") {
+          // Moved on meanwhile: read it again; the next round resigns it if still ours.
+          await this.ownership.read(owned[i].entity).catch(() => {});
+        }
+      }
+      if (attempt > 0) await sleep(200);
+    }
   }
 
   // ---- routing (EntityRouter) ----
@@ -221,19 +392,31 @@ export class ClusterNode implements EntityRouter {
     let entry = this.ownership.get(entity) ?? await this.ownership.read(entity);
     let claimed = false;
     if (!entry && opts.create) {
-      const live = this.membership.members().map((m) => m.id);
-      const placed = placeEntity(live, this.ownership.list(), this.#config.replicationFactor);
+      // Nodes whose store is down can hold nothing.
+      const live = this.membership.members().filter((m) => m.storeUp !== false);
+      const placed = placeEntity(
+        live.map((m) => m.id),
+        this.ownership.list(),
+        this.#config.replicationFactor,
+      );
       const owner = this.membership.member(placed.owner);
       if (!owner) throw new BrokerError("unavailable", "the chosen owner left the cluster", 1);
       const info: CreationInfo = {
         creator: opts.create.creator,
         createdAt: new Date().toISOString(),
       };
+      // Nothing is acknowledged yet: every replica starts in sync.
+      const isr: InSyncReplica[] = placed.replicas.map((node) => ({
+        node,
+        store: this.membership.member(node)?.store ?? "",
+      }));
       try {
         entry = await this.ownership.create(entity, {
           owner: placed.owner,
           ownerSession: owner.session,
+          ownerStore: owner.store ?? "",
           replicas: placed.replicas,
+          isr,
           config: info,
         });
         claimed = true;
@@ -267,10 +450,11 @@ export class ClusterNode implements EntityRouter {
     principal: Principal | null,
     signal?: AbortSignal,
   ): Promise<Response> {
-    return this.peers.forwardHttp(address, request, principal, {
-      deadlineMs: this.#config.forwardTimeoutMs,
-      signal,
-    });
+    // A long poll may wait up to MAX_WAIT_MS on the owner; anything else is answered by the
+    // owner within the replication ack timeout. A frozen owner fails the call sooner still
+    // (gRPC keepalive).
+    const deadlineMs = this.#config.forwardTimeoutMs + (mayWait(request.url) ? MAX_WAIT_MS : 0);
+    return this.peers.forwardHttp(address, request, principal, { deadlineMs, signal });
   }
 
   createFailed(entity: EntityRef): Promise<void> {
@@ -358,7 +542,8 @@ export class ClusterNode implements EntityRouter {
         replicas: e.replicas,
         epoch: e.epoch,
         lag,
-        inSync: e.replicas.filter((r) => known[r] === 0),
+        // What the owner recorded: the replicas every acknowledged change is on.
+        inSync: e.isr.map((m) => m.node),
       };
     });
     return {
@@ -390,27 +575,29 @@ export class ClusterNode implements EntityRouter {
     // This node may now write the entity itself (or restore it): the replica side's remembered
     // position no longer holds.
     this.#server?.forget(entity);
-    if (!entry) {
+    // Its in-sync set may have changed: records waiting for a replica dropped from it go.
+    this.shipper.recheck(entity);
+    if (!entry || entry.owner !== this.#config.nodeId) {
       this.#prepared.delete(k);
-      return;
-    }
-    if (entry.owner !== this.#config.nodeId) {
-      this.#prepared.delete(k);
+      this.#replicasOf.delete(k);
       return;
     }
     if (this.#prepared.get(k) === entry.epoch) {
-      // Same grant; the replica set may have changed: bring new replicas up to date.
-      this.shipper.resync(entity);
+      // Same grant; replicas may have been added: bring those up to date.
+      const before = this.#replicasOf.get(k) ?? [];
+      this.#replicasOf.set(k, entry.replicas);
+      if (entry.ownerSession !== this.zk.sessionId) return;
+      for (const r of entry.replicas) if (!before.includes(r)) this.shipper.resync(entity, r);
       return;
     }
+    this.#replicasOf.set(k, entry.replicas);
     this.#prepared.set(k, entry.epoch);
     this.#movedAt.set(k, Date.now());
     this.#paused.add(k);
-    // Epoch 1 is a create; anything later is a failover, a hand-over or a restart.
-    if (entry.epoch > 1) console.log(`cluster: taking ${k} over at epoch ${entry.epoch}`);
-    const prepare = (this.#hooks.beforeServing?.(entity) ?? Promise.resolve())
-      // The replicas' copies get the granted epoch with the resync snapshot; so does this one.
-      .then(() => adoptEpoch(this.#local, entity, entry.epoch))
+    if (entry.moved !== "create") {
+      console.log(`cluster: taking ${k} over at epoch ${entry.epoch} (${entry.moved})`);
+    }
+    const prepare = this.#prepare(entry)
       .catch((err) => console.error(`cluster: preparing ${k} failed: ${err}`))
       .finally(() => {
         this.#paused.delete(k);
@@ -421,27 +608,60 @@ export class ClusterNode implements EntityRouter {
   }
 
   /**
+   * Before serving an entity it was just granted: the take-over hook (a restore from the backup
+   * when that is newer), the granted epoch on the local copy (the replicas' resync snapshots
+   * carry it too), and after a failover the time the entity could not be reached given back to
+   * its deliveries in flight.
+   */
+  async #prepare(entry: EntityEntry): Promise<void> {
+    const { entity } = entry;
+    await this.#hooks.beforeServing?.(entity);
+    await adoptEpoch(this.#local, entity, entry.epoch);
+    if (entry.moved === "failover") {
+      // The owner stopped at most a session timeout before the grant, plus the controller's
+      // reaction; a busy entity's last change tells more precisely (the scripts take the later).
+      const since = Date.now() - this.zk.sessionTimeoutMs - 2 * CONTROLLER_REACTION_MS;
+      const extended = await resumeInFlight(this.#store!, entity, {
+        epoch: entry.epoch,
+        unreachableSince: since,
+      });
+      if (extended > 0) {
+        console.log(`cluster: ${key(entity)}: ${extended} deliveries in flight extended`);
+      }
+    }
+  }
+
+  /**
    * Moves an entity this node owns to `target` without losing an acknowledged change: stop
-   * writing, wait until the target acknowledged everything, then pass ownership with epoch + 1.
+   * writing, wait until the target (an in-sync replica) acknowledged everything, then pass
+   * ownership with epoch + 1.
    */
   async handOver(entity: EntityRef, target: string, timeoutMs = 5000): Promise<boolean> {
     const k = key(entity);
     const entry = this.ownership.get(entity);
     const member = this.membership.member(target);
     if (!entry || entry.owner !== this.#config.nodeId || !member) return false;
+    if (!entry.isr.some((m) => m.node === target)) return false;
     this.#paused.add(k);
     try {
       const until = Date.now() + timeoutMs;
-      const seqOf = async () => Number(await this.#store!.redis.hget(metaKey(entity), "seq") ?? 0);
       while (Date.now() < until) {
-        const seq = await seqOf();
-        const lag = this.shipper.lag().find((l) => l.peer === target && key(l.entity) === k);
-        if (lag && lag.connected && !lag.syncing && lag.ackedSeq >= seq) {
+        const seq = Number(await this.#local.hget(metaKey(entity), "seq") ?? 0);
+        const r = this.shipper.replica(entity, target);
+        const current = this.ownership.get(entity);
+        if (!current || current.version !== entry.version) return false; // changed meanwhile
+        if (r && r.connected && !r.syncing && r.ackedEpoch === entry.epoch && r.ackedSeq >= seq) {
+          // This node holds everything too: it stays in sync as a replica of the target.
+          const isr = [
+            ...entry.isr.filter((m) => m.node !== target),
+            { node: this.#config.nodeId, store: this.#incarnation },
+          ];
           const replicas = [...entry.replicas.filter((r) => r !== target), this.#config.nodeId];
-          await this.ownership.transfer(entity, { id: target, session: member.session }, {
-            expectedVersion: entry.version,
-            replicas,
-          });
+          await this.ownership.transfer(entity, {
+            id: target,
+            session: member.session,
+            store: member.store,
+          }, { expectedVersion: entry.version, replicas, isr, reason: "handover" });
           this.#movedAt.set(k, Date.now());
           console.log(`cluster: handed ${k} over to ${target}`);
           return true;
@@ -462,7 +682,7 @@ export class ClusterNode implements EntityRouter {
     if (this.#rebalancing || this.#stopped || !this.zk.hasLease()) return;
     this.#rebalancing = true;
     try {
-      const live = this.membership.members().map((m) => m.id);
+      const live = this.membership.members().filter((m) => m.storeUp !== false).map((m) => m.id);
       if (live.length < 2) return;
       const entries = this.ownership.list();
       const load = loadByNode(entries, live);
@@ -471,18 +691,17 @@ export class ClusterNode implements EntityRouter {
         .sort((a, b) => a[1].owned - b[1].owned || a[0].localeCompare(b[0]))[0];
       if (lightest === this.#config.nodeId || mine - lightLoad.owned < 2) return;
       const now = Date.now();
-      // Only to a replica that is in sync now: a hand-over pauses writes until the target has
-      // everything, so a lagging target would stall the entity.
-      const inSync = new Set(
-        this.shipper.lag()
-          .filter((l) => l.peer === lightest && l.connected && !l.syncing && l.lag === 0)
-          .map((l) => key(l.entity)),
-      );
-      const candidate = entries.find((e) =>
-        e.owner === this.#config.nodeId && e.replicas.includes(lightest) &&
-        inSync.has(key(e.entity)) &&
-        now - (this.#movedAt.get(key(e.entity)) ?? 0) > this.#opts.moveCooldownMs
-      );
+      // Only to an in-sync replica that is caught up now: a hand-over pauses writes until the
+      // target has everything, so a lagging target would stall the entity.
+      const candidate = entries.find((e) => {
+        if (e.owner !== this.#config.nodeId || !this.#serving(e.entity)) return false;
+        if (!e.isr.some((m) => m.node === lightest)) return false;
+        if (now - (this.#movedAt.get(key(e.entity)) ?? 0) <= this.#opts.moveCooldownMs) {
+          return false;
+        }
+        const r = this.shipper.replica(e.entity, lightest);
+        return !!r && r.connected && !r.syncing && r.behindMs === 0;
+      });
       if (candidate) await this.handOver(candidate.entity, lightest);
     } catch (err) {
       console.error(`cluster: rebalance failed: ${err}`);
@@ -491,31 +710,41 @@ export class ClusterNode implements EntityRouter {
     }
   }
 
-  /** Stops rebalancing and hands every owned entity to a live replica (the first of a shutdown). */
+  /** Stops rebalancing and hands every owned entity to a live in-sync replica. */
   async handOverAll(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#rebalanceTimer);
     const owned = this.ownership.list().filter((e) => e.owner === this.#config.nodeId);
     await Promise.all(owned.map(async (e) => {
-      const live = e.replicas.filter((r) => this.membership.member(r));
+      const live = e.isr.map((m) => m.node).filter((r) => this.membership.member(r));
       for (const target of live) {
         if (await this.handOver(e.entity, target, 3000)) return;
       }
     }));
   }
 
-  /** Hands every owned entity over (unless `handOver: false`), then leaves the cluster. */
-  async stop(opts: { handOver?: boolean } = {}): Promise<void> {
-    if (opts.handOver !== false) await this.handOverAll();
+  /**
+   * Leaves the cluster (after handOverAll): the controller election and membership, and waits
+   * for requests other nodes forwarded here. The ZooKeeper session ends; the gRPC server and
+   * the channels to peers stay open until close().
+   */
+  async leave(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#rebalanceTimer);
+    this.inSync.stop();
+    await this.#guard?.stop();
     await this.#controller?.stop();
     await this.membership.stop();
+    await this.#server?.settle(5_000);
     this.ownership.stop();
     this.shipper.close();
+    this.zk.close();
+  }
+
+  /** Stops the gRPC server and closes the channels to peers (after leave()). */
+  async close(): Promise<void> {
     await this.#server?.stop();
     this.peers.close();
-    this.zk.close();
   }
 }
 

@@ -123,13 +123,25 @@ export const SETTINGS: readonly Setting[] = [
     field: "replicationAckTimeoutMs",
     env: "MOMD_REPLICATION_ACK_TIMEOUT_MS",
     flag: "replication-ack-timeout-ms",
-    help: "how long a change waits for replicas before 503",
+    help: "how long a change waits for its in-sync replicas before 504 (outcome unknown)",
+  },
+  {
+    field: "replicaLagMs",
+    env: "MOMD_REPLICA_LAG_MS",
+    flag: "replica-lag-ms",
+    help: "how long an in-sync replica may be behind before it leaves the in-sync set",
+  },
+  {
+    field: "storeDownMs",
+    env: "MOMD_STORE_DOWN_MS",
+    flag: "store-down-ms",
+    help: "how long the local Redis may not answer before this node gives up what it owns",
   },
   {
     field: "forwardTimeoutMs",
     env: "MOMD_FORWARD_TIMEOUT_MS",
     flag: "forward-timeout-ms",
-    help: "deadline of a request forwarded to the owner",
+    help: "deadline of a request forwarded to the owner (long polls: plus their wait)",
   },
   {
     field: "backupIntervalMs",
@@ -266,6 +278,20 @@ export function loadConfig(
   if (cfg.minInSyncReplicas > cfg.replicationFactor) {
     throw new ConfigError(
       "MOMD_MIN_IN_SYNC_REPLICAS (--min-in-sync-replicas): must not exceed MOMD_REPLICATION_FACTOR",
+    );
+  }
+  if (cfg.replicaLagMs >= cfg.replicationAckTimeoutMs) {
+    throw new ConfigError(
+      `${settingName("replicaLagMs")}: must be below ` +
+        `${settingName("replicationAckTimeoutMs")} (${cfg.replicationAckTimeoutMs}), so that a ` +
+        "change waiting for a lagging replica is acknowledged once the replica leaves the set",
+    );
+  }
+  if (cfg.forwardTimeoutMs <= cfg.replicationAckTimeoutMs) {
+    throw new ConfigError(
+      `${settingName("forwardTimeoutMs")}: must be above ` +
+        `${settingName("replicationAckTimeoutMs")} (${cfg.replicationAckTimeoutMs}), so that ` +
+        "the owner's own answer arrives before the forward gives up",
     );
   }
   if (cfg.zookeeper && !cfg.clusterSecret) {

@@ -40,8 +40,15 @@ export const ConfigSchema = z.object({
     .default(2),
   replicationAckTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
     .max(60_000).default(5000),
-  forwardTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(25_000)
-    .max(600_000).default(60_000),
+  /** How long an in-sync replica may be behind before the owner drops it from the set. */
+  replicaLagMs: z.coerce.number({ error: "must be a whole number" }).int().min(50).max(60_000)
+    .default(2000),
+  /** How long the local Redis may not answer before the node gives up what it owns. */
+  storeDownMs: z.coerce.number({ error: "must be a whole number" }).int().min(100).max(60_000)
+    .default(1000),
+  /** Deadline of a forwarded request that does not wait; long polls get their wait on top. */
+  forwardTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(200)
+    .max(600_000).default(7000),
   backupIntervalMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
     .max(3_600_000).default(1000),
   jwtSecret: z.string().min(32, "must be at least 32 characters").optional(),

@@ -32,6 +32,8 @@ export interface WireHttpResponse {
 export interface StreamCallError {
   code: grpc.status;
   details: string;
+  /** The request had left this node: the owner may have served it. */
+  sent?: boolean;
 }
 
 interface Pending {
@@ -70,14 +72,23 @@ export class ForwardStream {
       this.#pending.delete(id);
       clearTimeout(p.timer);
       p.unlisten?.();
+      // An error the owner answered with is its own refusal (it did not serve the request).
       if (res.error) p.reject(parseError(res.error));
       else p.resolve(res);
     });
     call.on("error", (err: grpc.ServiceError) => {
-      this.#fail({ code: err.code ?? grpc.status.UNKNOWN, details: err.details ?? err.message });
+      this.#fail({
+        code: err.code ?? grpc.status.UNKNOWN,
+        details: err.details ?? err.message,
+        sent: true,
+      });
     });
     call.on("end", () => {
-      this.#fail({ code: grpc.status.UNAVAILABLE, details: "the forward stream ended" });
+      this.#fail({
+        code: grpc.status.UNAVAILABLE,
+        details: "the forward stream ended",
+        sent: true,
+      });
     });
   }
 
@@ -102,7 +113,11 @@ export class ForwardStream {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
         pending.unlisten?.();
-        reject({ code: grpc.status.DEADLINE_EXCEEDED, details: `no answer in ${deadlineMs} ms` });
+        reject({
+          code: grpc.status.DEADLINE_EXCEEDED,
+          details: `no answer in ${deadlineMs} ms`,
+          sent: true,
+        });
       }, deadlineMs);
       const pending: Pending = { resolve, reject, timer };
       if (signal) {

@@ -161,14 +161,19 @@ export function peerChannel(address: string, tls?: GrpcTls): PeerChannel {
   };
 }
 
-/** Options for clients of another node: the secret interceptor, message limits, keepalive. */
-export function clientOptions(secret: string): grpc.ClientOptions {
+/**
+ * Options for clients of another node: the secret interceptor, message limits, keepalive. A
+ * peer that stops answering pings (paused, frozen, cut off) fails every call on its channel
+ * within `keepaliveMs` plus as much again, well inside a ZooKeeper session, instead of leaving
+ * forwarded requests and replication streams hanging until their deadlines.
+ */
+export function clientOptions(secret: string, keepaliveMs = 10_000): grpc.ClientOptions {
   return {
     interceptors: [authClientInterceptor(secret)],
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.keepalive_time_ms": keepaliveMs,
+    "grpc.keepalive_timeout_ms": keepaliveMs,
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1_000,

@@ -46,6 +46,25 @@ function unavailable(what: string, err: unknown): BrokerError {
   return new BrokerError("unavailable", `${what}: ${code} ${e?.details ?? e?.message ?? err}`, 1);
 }
 
+/**
+ * A forward that failed: "unavailable" (503, not served) when the request never left this node
+ * or only reads; "outcome_unknown" (504) when the owner may have served a change before the
+ * answer was lost.
+ */
+function forwardFailure(address: string, method: string, err: unknown): BrokerError {
+  const failure = unavailable(`forward to ${address}`, err);
+  const e = err as grpc.ServiceError & { sent?: boolean };
+  const reads = method === "GET" || method === "HEAD";
+  // A unary call (peers of an earlier version) cannot tell whether it was sent.
+  const sent = e?.sent ?? e?.code !== grpc.status.UNAVAILABLE;
+  if (reads || !sent || e?.code === grpc.status.CANCELLED) return failure;
+  return new BrokerError(
+    "outcome_unknown",
+    `${failure.detail}; the owner may have served the request: retry sends with the same dedupId`,
+    1,
+  );
+}
+
 /** Channels to the other nodes, keyed by gRPC address. */
 export class PeerClients {
   readonly #options: grpc.ClientOptions;
@@ -59,9 +78,12 @@ export class PeerClients {
   /** Addresses whose node answered Forward.Stream with UNIMPLEMENTED (an earlier version). */
   #unaryForward = new Set<string>();
 
-  /** `tls`: connect over mutual TLS (this node's certificate, peers checked against the CA). */
-  constructor(opts: { secret: string; tls?: GrpcTls }) {
-    this.#options = clientOptions(opts.secret);
+  /**
+   * `tls`: connect over mutual TLS (this node's certificate, peers checked against the CA).
+   * `keepaliveMs`: how often an idle channel pings its peer, and how long it waits for the answer.
+   */
+  constructor(opts: { secret: string; tls?: GrpcTls; keepaliveMs?: number }) {
+    this.#options = clientOptions(opts.secret, opts.keepaliveMs);
     this.#tls = opts.tls;
   }
 
@@ -110,6 +132,7 @@ export class PeerClients {
               seq: safeInt(res.seq, "seq"),
               epoch: safeInt(res.epoch, "epoch"),
               exists: res.exists,
+              store: res.store ?? "",
             });
           }
         },
@@ -161,7 +184,7 @@ export class PeerClients {
           return this.#forwardUnary(address, wire, deadlineMs, opts.signal);
         });
     } catch (err) {
-      throw unavailable(`forward to ${address}`, err);
+      throw forwardFailure(address, request.method, err);
     }
     const out = new Headers();
     for (const h of res.headers ?? []) {

@@ -103,6 +103,7 @@ export interface WirePosition {
   seq: string;
   epoch: string;
   exists: boolean;
+  store: string;
 }
 
 /** A checked EntityRef from the wire. */

@@ -21,6 +21,11 @@ export interface ReplicationRecord {
 
 /** Where the store hands each record; the replication component ships them to replicas. */
 export interface RecordSink {
+  /**
+   * Throws (BrokerError "unavailable") when a change of the entity could not be acknowledged
+   * now, before the change is made: a refusal then means "not applied".
+   */
+  admit?(entity: EntityRef): void;
   /** Resolves once the record is held where the product promises (e.g. min in-sync replicas). */
   ship(record: ReplicationRecord): Promise<void>;
 }

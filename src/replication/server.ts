@@ -145,13 +145,12 @@ export class ReplicationServer {
   #port = 0;
   /** Per entity, the position its last clean apply left (trusted for the next batch only). */
   readonly #positions = new Map<string, KnownPosition>();
+  /** Forwarded requests being served now. */
+  #serving = 0;
   /** Per entity being applied: `stale` once its position may have changed meanwhile. */
   readonly #applying = new Map<string, { stale: boolean }>();
   /** A closed connection may mean a restarted Redis, holding an older copy of anything. */
-  readonly #onRedisClose = (): void => {
-    this.#positions.clear();
-    for (const a of this.#applying.values()) a.stale = true;
-  };
+  readonly #onRedisClose = (): void => this.forgetAll();
 
   private constructor(opts: ReplicationServerOptions) {
     this.#opts = opts;
@@ -175,7 +174,13 @@ export class ReplicationServer {
         this.#unary(cb, async () => {
           const entity = fromWireEntity(call.request);
           const p = await readPosition(this.#opts.redis, entity);
-          return { entity, seq: String(p.seq), epoch: String(p.epoch), exists: p.exists };
+          return {
+            entity,
+            seq: String(p.seq),
+            epoch: String(p.epoch),
+            exists: p.exists,
+            store: p.store ?? "",
+          };
         }),
     });
     this.#server.addService(proto.Forward.service, {
@@ -233,6 +238,20 @@ export class ReplicationServer {
     if (applying) applying.stale = true;
   }
 
+  /** Waits until no forwarded request is being served here (at most `timeoutMs`). */
+  async settle(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (this.#serving > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Drops every remembered position (the store may have changed behind this server's back). */
+  forgetAll(): void {
+    this.#positions.clear();
+    for (const a of this.#applying.values()) a.stale = true;
+  }
+
   /** Stops accepting calls; waits up to `graceMs` for running ones, then cuts them. */
   stop(graceMs = 2_000): Promise<void> {
     this.#opts.redis.off("close", this.#onRedisClose);
@@ -286,8 +305,18 @@ export class ReplicationServer {
           const ack = await this.#applyBatch(batch);
           if (!call.cancelled && call.writable) call.write(ack);
         } catch (err) {
+          // End the stream with a status the owner sees (it opens the stream again and sends
+          // what is unacknowledged); a destroyed call would leave its side waiting for acks.
           failed = true;
-          call.destroy(err instanceof Error ? err : new Error(String(err)));
+          console.error(`replication: a batch from ${batch.fromNode} failed: ${err}`);
+          if (!call.cancelled) {
+            call.emit("error", {
+              code: statusOf(err) === grpc.status.INTERNAL
+                ? grpc.status.UNAVAILABLE
+                : statusOf(err),
+              details: err instanceof Error ? err.message : String(err),
+            });
+          }
         } finally {
           queued--;
           if (paused && queued < maxQueued / 2) {
@@ -520,6 +549,16 @@ export class ReplicationServer {
 
   // deno-lint-ignore no-explicit-any
   async #forward(req: any, signal?: AbortSignal): Promise<any> {
+    this.#serving++;
+    try {
+      return await this.#serveForwarded(req, signal);
+    } finally {
+      this.#serving--;
+    }
+  }
+
+  // deno-lint-ignore no-explicit-any
+  async #serveForwarded(req: any, signal?: AbortSignal): Promise<any> {
     const path = String(req.path ?? "/");
     if (!path.startsWith("/")) throw new Error("invalid path");
     const headers = new Headers();

@@ -13,14 +13,18 @@
  *   the current epoch (`epochOf`); only the owner sends snapshots (a node that may not write the
  *   entity drops it instead); `stale_epoch` means this node was deposed: waiting ships fail and
  *   `onFenced` is told.
- * - `ship(record)` resolves when `minInSyncReplicas - 1` replicas (the owner is one copy) have
- *   acknowledged a sequence number at or above the record's under the record's epoch, and the
- *   node is still allowed to write the entity (`isWritable`, checked at that moment: a node that
- *   lost its ZooKeeper lease meanwhile acknowledges nothing). Otherwise it rejects with
- *   BrokerError("unavailable") after `ackTimeoutMs`, or at once when the entity has fewer
- *   replicas than needed.
- * - Lag per replica and entity: the highest sequence number shipped minus the highest
- *   acknowledged.
+ * - `ship(record)` resolves when **every in-sync replica** (`inSyncOf`, the entity's ISR as the
+ *   owner keeps it: cluster/in_sync.ts) has acknowledged a sequence number at or above the
+ *   record's under the record's epoch, the in-sync replicas and the owner make at least
+ *   `minInSyncReplicas` copies, and the node is still allowed to write the entity
+ *   (`isWritable`, checked at that moment: a node that lost its ZooKeeper lease meanwhile
+ *   acknowledges nothing). Otherwise it rejects with BrokerError("unavailable") after
+ *   `ackTimeoutMs`. The in-sync set may change while a record waits (`recheck`): a replica that
+ *   fell behind is dropped from it (in ZooKeeper first), and the record goes once the others
+ *   have it. `admit(entity)` refuses a change before it is made when the set is too small.
+ * - Per replica and entity it tracks how far behind the replica is and since when
+ *   (`replica()`), which is what the in-sync set is decided on; a stream whose batches stay
+ *   unacknowledged for `stallTimeoutMs` is cut and opened again.
  */
 import { setImmediate } from "node:timers";
 import type { Redis } from "ioredis";
@@ -41,8 +45,13 @@ export interface ShipperOptions {
   redis: Redis;
   /** Copies that must hold a record before it is acknowledged, the owner included (>= 1). */
   minInSyncReplicas: number;
-  /** Node ids holding copies of an entity (the ownership record's replicas). */
+  /** Node ids holding copies of an entity (the ownership record's replicas): records go there. */
   replicasOf: (entity: EntityRef) => readonly string[];
+  /**
+   * The replicas whose acknowledgement every change needs (the in-sync set, with replicas being
+   * added to it); default: every replica.
+   */
+  inSyncOf?: (entity: EntityRef) => readonly string[];
   /** gRPC address of a node (from membership); undefined while it is not live. */
   addressOf: (nodeId: string) => string | undefined;
   /** The epoch this node owns the entity with now (throws when it does not own it). */
@@ -65,6 +74,21 @@ export interface ShipperOptions {
   /** Reconnect backoff bounds (default 50 ms .. 2 s). */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
+  /** A stream whose oldest batch stays unacknowledged this long is opened again (default 15 s). */
+  stallTimeoutMs?: number;
+}
+
+/** One replica's state for one entity, as the in-sync set is decided on. */
+export interface ReplicaState {
+  /** Whether its stream is open now. */
+  connected: boolean;
+  /** Whether a snapshot for it is pending or not yet acknowledged. */
+  syncing: boolean;
+  shippedSeq: number;
+  ackedSeq: number;
+  ackedEpoch: number;
+  /** How long it has been behind (records or a snapshot unacknowledged, or its stream down). */
+  behindMs: number;
 }
 
 /** How far one replica is behind for one entity. */
@@ -98,13 +122,12 @@ interface EntityState {
   snapshotBatch: number;
   /** Errors from batches below this id predate the last correction and are ignored. */
   ignoreErrorsBefore: number;
+  /** Since when (ms) the replica has had something unacknowledged; undefined: nothing. */
+  behindSince: number | undefined;
 }
 
 interface Waiter {
   record: ReplicationRecord;
-  need: number;
-  peers: Set<string>;
-  got: Set<string>;
   resolve: () => void;
   reject: (err: unknown) => void;
   timer: ReturnType<typeof setTimeout>;
@@ -128,6 +151,10 @@ class PeerLink {
   nextBatchId = 1;
   entities = new Map<string, EntityState>();
   pendingSnapshots: EntitySnapshot[] = [];
+  /** Batches sent and not acknowledged yet, in order: id -> when sent (ms). */
+  unacked = new Map<number, number>();
+  /** Since when (ms) the stream has been down; undefined while it is open. */
+  downSince: number | undefined = Date.now();
 
   constructor(readonly id: string, backoffMs: number) {
     this.backoffMs = backoffMs;
@@ -148,6 +175,7 @@ class PeerLink {
         snapshotting: false,
         snapshotBatch: 0,
         ignoreErrorsBefore: 0,
+        behindSince: undefined,
       };
       this.entities.set(key, s);
     }
@@ -158,10 +186,13 @@ class PeerLink {
 /** Ships records to replicas; see the module comment. */
 export class Shipper implements RecordSink {
   readonly #o:
-    & Required<Omit<ShipperOptions, "epochOf" | "isWritable" | "onFenced">>
-    & Pick<ShipperOptions, "epochOf" | "isWritable" | "onFenced">;
+    & Required<Omit<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "inSyncOf">>
+    & Pick<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "inSyncOf">;
   #links = new Map<string, PeerLink>();
   #waiters = new Map<string, Waiter[]>();
+  /** The last record shipped per entity (the owner's own position). */
+  #last = new Map<string, { seq: number; epoch: number }>();
+  #stallTimer: ReturnType<typeof setInterval>;
   #closed = false;
 
   constructor(opts: ShipperOptions) {
@@ -175,8 +206,27 @@ export class Shipper implements RecordSink {
       maxRetainedPerEntity: 100_000,
       reconnectMinMs: 50,
       reconnectMaxMs: 2_000,
+      stallTimeoutMs: 15_000,
       ...opts,
     };
+    this.#stallTimer = setInterval(() => this.#cutStalled(), 1_000);
+  }
+
+  /**
+   * Refuses a change before it is made when the in-sync replicas and the owner are fewer than
+   * `minInSyncReplicas` copies: it could not be acknowledged (Kafka's NotEnoughReplicas).
+   */
+  admit(entity: EntityRef): void {
+    if (this.#closed) throw new BrokerError("unavailable", "replication is shutting down", 1);
+    const copies = this.#required(entity).length + 1;
+    if (copies < this.#o.minInSyncReplicas) {
+      throw new BrokerError(
+        "unavailable",
+        `${entityKey(entity)} has ${copies} in-sync ${copies === 1 ? "copy" : "copies"}; ` +
+          `${this.#o.minInSyncReplicas} must hold each change`,
+        1,
+      );
+    }
   }
 
   /** Ships a record; resolves when enough copies hold it (see the module comment). */
@@ -184,71 +234,91 @@ export class Shipper implements RecordSink {
     if (this.#closed) {
       return Promise.reject(new BrokerError("unavailable", "replication is shutting down", 1));
     }
-    const replicas = [...new Set(this.#o.replicasOf(record.entity))].filter((id) =>
-      id !== this.#o.nodeId
-    );
+    const key = entityKey(record.entity);
+    const last = this.#last.get(key);
+    if (
+      !last || record.epoch > last.epoch || (record.epoch === last.epoch && record.seq > last.seq)
+    ) {
+      this.#last.set(key, { seq: record.seq, epoch: record.epoch });
+    }
+    const replicas = this.#targets(record.entity);
     for (const id of replicas) this.#add(this.#link(id), record);
     // A node that no longer holds a copy gets nothing more for the entity.
-    const key = entityKey(record.entity);
     for (const link of this.#links.values()) {
       if (!replicas.includes(link.id)) link.entities.delete(key);
-    }
-    const need = this.#o.minInSyncReplicas - 1;
-    if (need === 0) return this.#settle(record);
-    if (replicas.length < need) {
-      return Promise.reject(
-        new BrokerError(
-          "unavailable",
-          `${
-            entityKey(record.entity)
-          } has ${replicas.length} replicas, ${need} must hold each change`,
-          1,
-        ),
-      );
     }
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         record,
-        need,
-        peers: new Set(replicas),
-        got: new Set(),
         resolve,
         reject,
         timer: setTimeout(() => {
           this.#removeWaiter(key, waiter);
+          const missing = this.#required(record.entity).filter((id) =>
+            !this.#holds(id, key, record)
+          );
+          const copies = this.#required(record.entity).length + 1;
           reject(
             new BrokerError(
               "unavailable",
-              `${key} #${record.seq}: ${waiter.got.size} of ${need} replicas acknowledged in ` +
-                `${this.#o.ackTimeoutMs} ms`,
+              copies < this.#o.minInSyncReplicas
+                ? `${key} #${record.seq}: ${copies} in-sync copies in ${this.#o.ackTimeoutMs} ms, ` +
+                  `${this.#o.minInSyncReplicas} needed`
+                : `${key} #${record.seq}: not acknowledged in ${this.#o.ackTimeoutMs} ms by ` +
+                  `in-sync replica${missing.length === 1 ? "" : "s"} ${missing.join(", ")}`,
               1,
             ),
           );
         }, this.#o.ackTimeoutMs),
       };
-      // A replica may hold it already (a snapshot taken just after the change).
-      for (const id of replicas) {
-        const s = this.#links.get(id)?.entities.get(key);
-        if (s && s.ackedSeq >= record.seq && s.ackedEpoch === record.epoch) waiter.got.add(id);
-      }
-      if (waiter.got.size >= need) {
-        clearTimeout(waiter.timer);
-        this.#settle(record).then(resolve, reject);
-        return;
-      }
       const list = this.#waiters.get(key);
       if (list) list.push(waiter);
       else this.#waiters.set(key, [waiter]);
+      // A replica may hold it already (a snapshot taken just after the change), or none is needed.
+      this.#check(key, record.entity);
     });
   }
 
-  /** Sends a fresh snapshot of the entity to each of its replicas (e.g. after taking it over). */
-  resync(entity: EntityRef): void {
-    for (const id of this.#o.replicasOf(entity)) {
-      if (id === this.#o.nodeId) continue;
+  /**
+   * Looks at the records waiting for an entity again: call it when its in-sync set changed (a
+   * replica dropped from it no longer holds them up).
+   */
+  recheck(entity: EntityRef): void {
+    this.#check(entityKey(entity), entity);
+  }
+
+  /** One replica's state for an entity (undefined when nothing was ever shipped to it). */
+  replica(entity: EntityRef, peer: string): ReplicaState | undefined {
+    const link = this.#links.get(peer);
+    const s = link?.entities.get(entityKey(entity));
+    if (!link || !s) return undefined;
+    const now = Date.now();
+    const since = Math.min(s.behindSince ?? Infinity, link.downSince ?? Infinity);
+    return {
+      connected: link.open,
+      syncing: s.needSnapshot || s.snapshotting || s.snapshotBatch > 0,
+      shippedSeq: s.shippedSeq,
+      ackedSeq: s.ackedSeq,
+      ackedEpoch: s.ackedEpoch,
+      behindMs: since === Infinity ? 0 : now - since,
+    };
+  }
+
+  /** The last record this node shipped for an entity (its own position as owner). */
+  lastShipped(entity: EntityRef): { seq: number; epoch: number } | undefined {
+    return this.#last.get(entityKey(entity));
+  }
+
+  /**
+   * Sends a fresh snapshot of the entity to each of its replicas (e.g. after taking it over), or
+   * only to `peer`.
+   */
+  resync(entity: EntityRef, peer?: string): void {
+    for (const id of this.#targets(entity)) {
+      if (peer !== undefined && id !== peer) continue;
       const link = this.#link(id);
       const s = link.state(entity);
-      s.needSnapshot = true;
+      this.#wantSnapshot(s);
       this.#scheduleFlush(link, true);
     }
   }
@@ -277,6 +347,7 @@ export class Shipper implements RecordSink {
   /** Stops every stream; waiting ships fail with unavailable. */
   close(): void {
     this.#closed = true;
+    clearInterval(this.#stallTimer);
     for (const link of this.#links.values()) {
       clearTimeout(link.reconnectTimer);
       clearTimeout(link.flushTimer);
@@ -306,6 +377,40 @@ export class Shipper implements RecordSink {
     return Promise.resolve();
   }
 
+  /** The replicas records go to: every replica, and any in-sync one not listed there. */
+  #targets(entity: EntityRef): string[] {
+    const all = new Set(this.#o.replicasOf(entity));
+    for (const id of this.#o.inSyncOf?.(entity) ?? []) all.add(id);
+    all.delete(this.#o.nodeId);
+    return [...all];
+  }
+
+  /** The replicas every change must reach before it is acknowledged. */
+  #required(entity: EntityRef): string[] {
+    const list = this.#o.inSyncOf?.(entity) ?? this.#o.replicasOf(entity);
+    return [...new Set(list)].filter((id) => id !== this.#o.nodeId);
+  }
+
+  /** Whether a replica acknowledged the record (its seq or later, under its epoch). */
+  #holds(peer: string, key: string, record: ReplicationRecord): boolean {
+    const s = this.#links.get(peer)?.entities.get(key);
+    return !!s && s.ackedEpoch === record.epoch && s.ackedSeq >= record.seq;
+  }
+
+  /** Settles every waiting record of the entity that every in-sync replica holds now. */
+  #check(key: string, entity: EntityRef) {
+    const list = this.#waiters.get(key);
+    if (!list) return;
+    const required = this.#required(entity);
+    if (required.length + 1 < this.#o.minInSyncReplicas) return;
+    for (const w of [...list]) {
+      if (!required.every((id) => this.#holds(id, key, w.record))) continue;
+      clearTimeout(w.timer);
+      this.#removeWaiter(key, w);
+      this.#settle(w.record).then(w.resolve, w.reject);
+    }
+  }
+
   #removeWaiter(key: string, waiter: Waiter) {
     const list = this.#waiters.get(key);
     if (!list) return;
@@ -333,11 +438,12 @@ export class Shipper implements RecordSink {
     while (i > 0 && s.retained[i - 1].seq > record.seq) i--;
     if (i > 0 && s.retained[i - 1].seq === record.seq) return;
     s.retained.splice(i, 0, record);
+    s.behindSince ??= Date.now();
     if (i < s.sendIdx) s.sendIdx = i;
     if (s.retained.length > this.#o.maxRetainedPerEntity) {
       s.retained = [];
       s.sendIdx = 0;
-      s.needSnapshot = true;
+      this.#wantSnapshot(s);
     }
     this.#scheduleFlush(link, s.retained.length - s.sendIdx >= this.#o.batchMaxRecords);
   }
@@ -399,6 +505,7 @@ export class Shipper implements RecordSink {
     }
     if (snapshots.length === 0 && records.length === 0) return;
     const batchId = link.nextBatchId++;
+    link.unacked.set(batchId, Date.now());
     for (const snap of snapshots) link.state(snap.entity).snapshotBatch = batchId;
     const ok = link.call!.write({
       batchId: String(batchId),
@@ -441,7 +548,7 @@ export class Shipper implements RecordSink {
       (err) => {
         console.error(`replication: snapshot of ${entityKey(s.entity)} failed: ${err}`);
         s.snapshotting = false;
-        s.needSnapshot = true;
+        this.#wantSnapshot(s);
         setTimeout(() => this.#scheduleFlush(link, true), 500);
       },
     );
@@ -469,8 +576,10 @@ export class Shipper implements RecordSink {
     link.call = call;
     link.open = true;
     link.draining = false;
+    link.downSince = undefined;
+    link.unacked.clear();
     // Snapshots taken while the link was down were never sent: take them again.
-    for (const snap of link.pendingSnapshots) link.state(snap.entity).needSnapshot = true;
+    for (const snap of link.pendingSnapshots) this.#wantSnapshot(link.state(snap.entity));
     link.pendingSnapshots = [];
     // Everything not acknowledged goes again; a snapshot whose batch may be lost is taken again.
     for (const s of link.entities.values()) {
@@ -478,7 +587,7 @@ export class Shipper implements RecordSink {
       s.ignoreErrorsBefore = link.nextBatchId;
       if (s.snapshotBatch > 0) {
         s.snapshotBatch = 0;
-        s.needSnapshot = true;
+        this.#wantSnapshot(s);
       }
     }
     let ended = false;
@@ -488,6 +597,8 @@ export class Shipper implements RecordSink {
       if (link.call === call) {
         link.call = undefined;
         link.open = false;
+        link.downSince = Date.now();
+        link.unacked.clear();
         this.#retry(link);
       }
     };
@@ -517,6 +628,11 @@ export class Shipper implements RecordSink {
 
   #onAck(link: PeerLink, ack: WireAck) {
     const batchId = safeInt(ack.batchId, "batchId");
+    // Acks come in batch order: this one and every earlier batch are answered.
+    for (const id of link.unacked.keys()) {
+      if (id > batchId) break;
+      link.unacked.delete(id);
+    }
     for (const ea of ack.entities ?? []) {
       const key = `${ea.entity?.type}/${ea.entity?.name}`;
       const s = link.entities.get(key);
@@ -525,7 +641,7 @@ export class Shipper implements RecordSink {
       const epoch = safeInt(ea.epoch, "epoch");
       if (!ea.error) {
         if (s.snapshotBatch > 0 && batchId >= s.snapshotBatch) s.snapshotBatch = 0;
-        this.#acked(link, s, seq, epoch);
+        this.#acked(s, seq, epoch);
         continue;
       }
       if (batchId < s.ignoreErrorsBefore) continue;
@@ -537,16 +653,16 @@ export class Shipper implements RecordSink {
         continue;
       }
       if (ea.error === "gap" && s.retained.length > 0 && s.retained[0].seq <= seq + 1) {
-        this.#acked(link, s, seq, epoch);
+        this.#acked(s, seq, epoch);
         s.sendIdx = 0;
       } else {
-        s.needSnapshot = true;
+        this.#wantSnapshot(s);
       }
       this.#scheduleFlush(link, true);
     }
   }
 
-  #acked(link: PeerLink, s: EntityState, seq: number, epoch: number) {
+  #acked(s: EntityState, seq: number, epoch: number) {
     if (seq > s.ackedSeq || epoch !== s.ackedEpoch) {
       s.ackedSeq = seq;
       s.ackedEpoch = epoch;
@@ -557,16 +673,31 @@ export class Shipper implements RecordSink {
       s.retained.splice(0, drop);
       s.sendIdx = Math.max(0, s.sendIdx - drop);
     }
-    const key = entityKey(s.entity);
-    const list = this.#waiters.get(key);
-    if (!list) return;
-    for (const w of [...list]) {
-      if (!w.peers.has(link.id) || w.record.seq > seq || w.record.epoch !== epoch) continue;
-      w.got.add(link.id);
-      if (w.got.size < w.need) continue;
-      clearTimeout(w.timer);
-      this.#removeWaiter(key, w);
-      this.#settle(w.record).then(w.resolve, w.reject);
+    if (
+      s.retained.length === 0 && !s.needSnapshot && !s.snapshotting && s.snapshotBatch === 0
+    ) {
+      s.behindSince = undefined;
+    }
+    this.#check(entityKey(s.entity), s.entity);
+  }
+
+  /** The replica needs a snapshot: it is behind from now on (if it was not already). */
+  #wantSnapshot(s: EntityState) {
+    s.needSnapshot = true;
+    s.behindSince ??= Date.now();
+  }
+
+  /** Opens again every stream whose oldest batch waited too long for its acknowledgement. */
+  #cutStalled() {
+    const now = Date.now();
+    for (const link of this.#links.values()) {
+      const oldest = link.unacked.values().next();
+      if (!link.open || oldest.done || now - oldest.value < this.#o.stallTimeoutMs) continue;
+      console.error(
+        `replication: ${link.id} acknowledged nothing for ${now - oldest.value} ms; ` +
+          "opening its stream again",
+      );
+      link.call?.cancel();
     }
   }
 

@@ -4,15 +4,16 @@
  * and the atomic restore of such a snapshot into another Redis (delete every key the entity has
  * there, subscriptions included, then RESTORE each key).
  *
- * The keys are the ones `scriptKeys()` names (keys.ts builds every name); a topic adds, for each
+ * The keys are the ones `entityKeys()` names (keys.ts builds every name); a topic adds, for each
  * subscription in its `subs` hash, the subscription's keys. Registry keys are shared by every
- * entity of a type, so only this entity's member travels.
+ * entity of a type, so only this entity's member travels. Both scripts refuse (`store_lost`) on a
+ * store without its identity: a snapshot of a wiped store would wipe its replicas' copies.
  */
 import { Buffer } from "node:buffer";
 import type { Redis } from "ioredis";
 import { BrokerError, fromScriptError } from "../broker/errors.ts";
-import { type EntityRef, registryKey, topicKeys } from "../broker/keys.ts";
-import { scriptKeys } from "../broker/store.ts";
+import { type EntityRef, registryKey, STORE_KEY, topicKeys } from "../broker/keys.ts";
+import { entityKeys } from "../broker/store.ts";
 
 /** One key of an entity. */
 export interface KeySnapshot {
@@ -48,6 +49,8 @@ export interface Position {
   seq: number;
   epoch: number;
   exists: boolean;
+  /** The incarnation of the store holding it ("" when the store has no identity). */
+  store?: string;
 }
 
 const SUB_MARK = "\u0001";
@@ -55,7 +58,7 @@ const SUB_MARK = "\u0001";
 /** KEYS of an entity without the shared registry key, and its subscription key templates. */
 function layout(entity: EntityRef) {
   const registry = registryKey(entity.type);
-  const keys = scriptKeys(entity, ["", "", ""]);
+  const keys = entityKeys(entity, ["", "", ""]);
   if (entity.type === "queue") {
     return {
       registry,
@@ -73,9 +76,17 @@ function layout(entity: EntityRef) {
   };
 }
 
-// KEYS: the entity's own keys (meta first). ARGV[1] registry key, ARGV[2] entity name,
-// ARGV[3] subs hash ('' for a queue), ARGV[4..] subscription key templates (\1 = the name).
-const SNAPSHOT_LUA = `
+// Both scripts: a store without its identity lost its data (see Store).
+const STORE_CHECK = `
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  return redis.error_reply('MOMD store_lost the local store lost its data')
+end
+`;
+
+// KEYS: the entity's own keys (meta first), then STORE_KEY. ARGV[1] registry key, ARGV[2]
+// entity name, ARGV[3] subs hash ('' for a queue), ARGV[4..] subscription key templates
+// (\1 = the name).
+const SNAPSHOT_LUA = `${STORE_CHECK}
 local out = {}
 local function add(k)
   local d = redis.call('DUMP', k)
@@ -85,7 +96,7 @@ local function add(k)
     out[#out + 1] = tostring(redis.call('PTTL', k))
   end
 end
-for _, k in ipairs(KEYS) do add(k) end
+for i = 1, #KEYS - 1 do add(KEYS[i]) end
 if ARGV[3] ~= '' then
   local subs = redis.call('HKEYS', ARGV[3])
   table.sort(subs)
@@ -113,10 +124,11 @@ for _, v in ipairs(out) do head[#head + 1] = v end
 return head
 `;
 
-// KEYS: the entity's own keys (meta first). ARGV[1] registry key, ARGV[2] entity name,
-// ARGV[3] subs hash ('' for a queue), ARGV[4] number n of templates, ARGV[5..4+n] templates,
-// then the epoch, the registry kind and value, then triples (key, DUMP payload, pttl).
-const RESTORE_LUA = `
+// KEYS: the entity's own keys (meta first), then STORE_KEY. ARGV[1] registry key, ARGV[2]
+// entity name, ARGV[3] subs hash ('' for a queue), ARGV[4] number n of templates, ARGV[5..4+n]
+// templates, then the epoch, the registry kind and value, then triples (key, DUMP payload,
+// pttl).
+const RESTORE_LUA = `${STORE_CHECK}
 local n = tonumber(ARGV[4])
 local i = 5 + n
 local epoch = tonumber(ARGV[i])
@@ -133,7 +145,7 @@ if ARGV[3] ~= '' then
     end
   end
 end
-for _, k in ipairs(KEYS) do redis.call('DEL', k) end
+for i = 1, #KEYS - 1 do redis.call('DEL', KEYS[i]) end
 local kind = redis.call('TYPE', ARGV[1])['ok']
 if kind == 'zset' then redis.call('ZREM', ARGV[1], ARGV[2])
 elseif kind == 'set' then redis.call('SREM', ARGV[1], ARGV[2])
@@ -170,16 +182,22 @@ export async function takeSnapshot(
   opts: { epoch?: number } = {},
 ): Promise<EntitySnapshot> {
   const l = layout(entity);
-  const reply = await redis.callBuffer(
-    "EVAL",
-    SNAPSHOT_LUA,
-    l.keys.length,
-    ...l.keys,
-    l.registry,
-    entity.name,
-    l.subs,
-    ...l.templates,
-  ) as Buffer[];
+  let reply: Buffer[];
+  try {
+    reply = await redis.callBuffer(
+      "EVAL",
+      SNAPSHOT_LUA,
+      l.keys.length + 1,
+      ...l.keys,
+      STORE_KEY,
+      l.registry,
+      entity.name,
+      l.subs,
+      ...l.templates,
+    ) as Buffer[];
+  } catch (err) {
+    throw fromScriptError(err);
+  }
   const seq = Number(str(reply[0]));
   const epoch = Number(str(reply[1]));
   const kind = str(reply[2]) as RegistrySnapshot["kind"];
@@ -223,8 +241,9 @@ export async function restoreSnapshot(redis: Redis, snapshot: EntitySnapshot): P
     await redis.call(
       "EVAL",
       RESTORE_LUA,
-      l.keys.length,
+      l.keys.length + 1,
       ...l.keys,
+      STORE_KEY,
       l.registry,
       snapshot.entity.name,
       l.subs,
@@ -249,14 +268,21 @@ function isSubKey(entity: EntityRef, key: string): boolean {
   });
 }
 
-/** The entity's sequence number and epoch in `redis` (0, 0 when it does not exist). */
+/**
+ * The entity's sequence number and epoch in `redis` (0, 0 when it does not exist), and the
+ * store's incarnation.
+ */
 export async function readPosition(redis: Redis, entity: EntityRef): Promise<Position> {
-  const meta = scriptKeys(entity, ["", "", ""])[0];
-  const [seq, epoch] = await redis.hmget(meta, "seq", "epoch");
+  const meta = entityKeys(entity, ["", "", ""])[0];
+  const [[seq, epoch], store] = await Promise.all([
+    redis.hmget(meta, "seq", "epoch"),
+    redis.hget(STORE_KEY, "id"),
+  ]);
   return {
     seq: Number(seq ?? 0),
     epoch: Number(epoch ?? 0),
     exists: seq !== null || (await redis.exists(meta)) === 1,
+    store: store ?? "",
   };
 }
 
@@ -273,5 +299,5 @@ return 1
  * owner calls it before serving, so its copy and the snapshots its replicas get agree.
  */
 export async function adoptEpoch(redis: Redis, entity: EntityRef, epoch: number): Promise<void> {
-  await redis.eval(ADOPT_EPOCH_LUA, 1, scriptKeys(entity, ["", "", ""])[0], epoch);
+  await redis.eval(ADOPT_EPOCH_LUA, 1, entityKeys(entity, ["", "", ""])[0], epoch);
 }

@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import { type EntityRef, topicKeys } from "../../src/broker/keys.ts";
-import { scriptKeys } from "../../src/broker/store.ts";
+import { entityKeys } from "../../src/broker/store.ts";
 
 /**
  * Every key of an entity with its content in a canonical form (sorted where Redis order is not
@@ -10,11 +10,11 @@ export async function dumpEntity(
   redis: Redis,
   entity: EntityRef,
 ): Promise<Record<string, unknown>> {
-  const keys = new Set(scriptKeys(entity, ["", "", ""]));
+  const keys = new Set(entityKeys(entity, ["", "", ""]));
   if (entity.type === "topic") {
     const t = topicKeys(entity.name);
     for (const sub of (await redis.hkeys(t.subs)).sort()) {
-      for (const k of scriptKeys(entity, ["", "", sub])) keys.add(k);
+      for (const k of entityKeys(entity, ["", "", sub])) keys.add(k);
     }
   }
   const out: Record<string, unknown> = {};

@@ -1,10 +1,16 @@
 -- Shared by every script. ARGV[1] epoch, ARGV[2] expected sequence ('' on the owner),
 -- ARGV[3] time in ms (the owner's clock, carried in the record so replicas replay it exactly).
--- KEYS[1] is always the entity's meta hash.
+-- KEYS[1] is always the entity's meta hash; the last key is the store's identity (STORE_KEY).
 local EPOCH = tonumber(ARGV[1]) or 0
 local EXPECTED = ARGV[2]
 local NOW = tonumber(ARGV[3])
 local META = KEYS[1]
+
+-- A store without its identity lost its data (wiped, or restarted from nothing) since its node
+-- opened it: answering from it, or writing into it, could contradict what was acknowledged.
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  return redis.error_reply('MOMD store_lost the local store lost its data')
+end
 
 -- Scripts are not transactional on error: validate everything before the first write.
 local function fail(code, detail)
@@ -33,7 +39,8 @@ local function begin_change()
     fail('conflict', 'replication record ' .. EXPECTED .. ' does not follow ' .. seq)
   end
   seq = seq + 1
-  redis.call('HSET', META, 'seq', seq, 'epoch', EPOCH)
+  -- 'changed': when the entity last changed (its owner's clock); a new owner resumes from it.
+  redis.call('HSET', META, 'seq', seq, 'epoch', EPOCH, 'changed', NOW)
   return seq
 end
 
