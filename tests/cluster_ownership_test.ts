@@ -187,6 +187,53 @@ Deno.test({
         );
       });
 
+      await t.step("every cached record is watched, however it got into the cache", async () => {
+        const [a, b] = nodes;
+        // a learns of entities only by reading them on demand (a request about them arrives
+        // before its children watch fired, or a create it forwarded): each read arms a watch.
+        for (let i = 0; i < 20; i++) {
+          const entity: EntityRef = { type: "queue", name: `ghost-${i}` };
+          const created = await b.ownership.claim(entity, { replicas: ["a"] });
+          const seen = await a.ownership.read(entity);
+          assert.equal(seen?.epoch, created.epoch);
+          if (i % 2 === 0) {
+            // A change made elsewhere reaches the cache...
+            await b.ownership.update(entity, created.version, {
+              ...created,
+              replicas: [],
+              isr: [],
+            });
+            await waitFor(
+              `a sees ${entity.name} change`,
+              () => a.ownership.get(entity)?.version === 1,
+            );
+            await b.ownership.remove(entity, 1);
+          } else {
+            await b.ownership.remove(entity, created.version);
+          }
+          // ...and so does a delete: no ghost stays listed, or writable.
+          await waitFor(`a forgets ${entity.name}`, () => a.ownership.get(entity) === undefined);
+        }
+        assert.deepEqual(
+          a.ownership.list("queue").filter((e) => e.entity.name.startsWith("ghost-")),
+          [],
+        );
+        // Read again, still one watch per znode: one change, one notification.
+        const once: EntityRef = { type: "queue", name: "watched-once" };
+        const created = await b.ownership.claim(once, { replicas: [] });
+        await a.ownership.read(once);
+        await a.ownership.read(once);
+        let notified = 0;
+        const off = a.ownership.onChange((_, e) => {
+          if (e.name === once.name) notified++;
+        });
+        await b.ownership.update(once, created.version, { ...created, owner: "b" });
+        await waitFor("a sees the change", () => a.ownership.get(once)?.version === 1);
+        await new Promise((r) => setTimeout(r, 200));
+        off();
+        assert.equal(notified, 1);
+      });
+
       await t.step("placement spreads entities over live nodes by count", () => {
         const entries = [
           {

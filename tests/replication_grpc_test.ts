@@ -1252,3 +1252,108 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "replication over gRPC: a replica whose store fails falls behind; the owner opens the " +
+    "stream again and the replica catches up",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const peers = new PeerClients({ secret: SECRET });
+    let server: ReplicationServer | undefined;
+    let shipper: Shipper | undefined;
+    let replicaRedis = p.replicaRedis;
+    try {
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.replica,
+        applier: await TestStore.open(p.replica, localOnlySink),
+      });
+      const address = server.address;
+      shipper = new Shipper(shipperOptions(p, peers, () => address, { ackTimeoutMs: 500 }));
+      const owner = await TestStore.open(p.owner, shipper);
+      const q = Q("orders");
+      await owner.change(q, "t_create", ["alice", "user", ""]);
+      for (let i = 0; i < 5; i++) {
+        await owner.change(q, "t_push", ["alice", "user", "", `m${i}`, "x"]);
+      }
+
+      // The replica's store goes away: its batches fail, and the stream ends (with a status).
+      await replicaRedis.stop();
+      await assert.rejects(
+        () => owner.change(q, "t_push", ["alice", "user", "", "m5", "x"]),
+        isCode("unavailable"),
+      );
+      await waitFor("the owner sees the stream end", () => {
+        const r = shipper!.replica(q, "replica");
+        return r !== undefined && r.behindMs > 0;
+      });
+
+      // Back from its files: the owner's stream is open again and everything unacknowledged
+      // (m5) reaches the replica; new changes are acknowledged again.
+      replicaRedis = await startRedis({ port: replicaRedis.port, dir: replicaRedis.dir });
+      p.replicaRedis.stop = replicaRedis.stop;
+      await waitFor("the replica caught up", () => {
+        const r = shipper!.replica(q, "replica");
+        return r?.connected && r.behindMs === 0 && r.ackedSeq === 7;
+      }, 15_000);
+      assert.ok(await owner.change(q, "t_push", ["alice", "user", "", "m6", "x"]) > 0);
+      await sameState(p.owner, p.replica, [q]);
+    } finally {
+      shipper?.close();
+      peers.close();
+      await server?.stop();
+      await p.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "replication over gRPC: a stream whose batches stay unacknowledged is cut and opened again",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const p = await pair();
+    const peers = new CountingPeers({ secret: SECRET });
+    let opened = 0;
+    const replicate = peers.replicate.bind(peers);
+    peers.replicate = (address: string) => (opened++, replicate(address));
+    let server: ReplicationServer | undefined;
+    let shipper: Shipper | undefined;
+    try {
+      const store = await TestStore.open(p.replica, localOnlySink);
+      // The replica's first apply hangs for 2 s (a frozen store, a stuck script): nothing is
+      // acknowledged on that stream meanwhile.
+      let first = true;
+      server = await ReplicationServer.start({
+        listen: "127.0.0.1:0",
+        secret: SECRET,
+        redis: p.replica,
+        applier: {
+          apply: async (r) => {
+            if (first) {
+              first = false;
+              await new Promise((resolve) => setTimeout(resolve, 2_000));
+            }
+            return await store.apply(r);
+          },
+        },
+      });
+      const address = server.address;
+      shipper = new Shipper(shipperOptions(p, peers, () => address, { stallTimeoutMs: 500 }));
+      const owner = await TestStore.open(p.owner, shipper);
+      const q = Q("orders");
+      await owner.change(q, "t_create", ["alice", "user", ""]);
+      assert.ok(opened >= 2, `the stalled stream was opened again (${opened} streams)`);
+      await owner.change(q, "t_push", ["alice", "user", "", "m1", "x"]);
+      await sameState(p.owner, p.replica, [q]);
+    } finally {
+      shipper?.close();
+      peers.close();
+      await server?.stop();
+      await p.close();
+    }
+  },
+});

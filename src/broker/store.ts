@@ -307,6 +307,10 @@ export class Store {
       this.#onLost();
       return err;
     }
+    // Redis refuses a script that may write before running it when it is out of memory.
+    if (err instanceof Error && err.message.startsWith("OOM")) {
+      return new BrokerError("unavailable", "the local store is out of memory; try again", 5);
+    }
     if (change && isConnectionError(err)) {
       return new BrokerError(
         "outcome_unknown",

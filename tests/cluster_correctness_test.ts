@@ -1,0 +1,376 @@
+/**
+ * Regressions of issue 11 against a real three-node cluster (ZooKeeper, five Redis servers,
+ * three node processes, NGINX), each a defect that was reproduced on the earlier code:
+ *
+ * - creates, failed creates and deletes through nodes that do not own the name left stale
+ *   ownership records behind, and a name created again elsewhere had two writing owners;
+ * - an owner's local store wiped under it (FLUSHALL) answered 404, then lost acknowledged sends;
+ * - a replica whose store failed to apply stayed counted in sync forever;
+ * - an owner whose local Redis died answered 503 for as long as it was down;
+ * - every delivery in flight came back after a failover (receipts outlived by the move);
+ * - SIGTERM drains could answer 503 for applied work, or abort in nghttp2.
+ */
+import assert from "node:assert/strict";
+import { Redis } from "ioredis";
+import { ZkSession } from "../src/cluster/zk.ts";
+import { decodeEntry } from "../src/cluster/ownership.ts";
+import type { EntityType } from "../src/broker/keys.ts";
+import { STORE_KEY } from "../src/broker/keys.ts";
+import { type Cluster, type ClusterStatus, withCluster } from "./support/cluster.ts";
+import { History } from "./support/checker.ts";
+import {
+  assertSafe,
+  assertSameState,
+  brief,
+  createQueues,
+  entityOf,
+  moreAcknowledged,
+  opts,
+  QUEUES,
+  SESSION_MS,
+  steadyLoad,
+  waitCaughtUp,
+} from "./support/faults.ts";
+
+/** `type/name` -> `owner@epoch` as ZooKeeper holds it now. */
+async function zooKeeperView(c: Cluster): Promise<Map<string, string>> {
+  const zk = await ZkSession.open({ connect: c.zookeeper, sessionTimeoutMs: 4000 });
+  try {
+    const out = new Map<string, string>();
+    for (const type of ["queue", "topic"] as EntityType[]) {
+      for (const name of await zk.getChildren(`/momd/entities/${type}`)) {
+        const { data, stat } = await zk.getData(`/momd/entities/${type}/${name}`);
+        const e = decodeEntry({ type, name }, data, stat);
+        out.set(`${type}/${name}`, `${e.owner}@${e.epoch}`);
+      }
+    }
+    return out;
+  } finally {
+    zk.close();
+  }
+}
+
+/** `type/name` -> `owner@epoch` as one node's own cache holds it. */
+async function nodeView(c: Cluster, id: string): Promise<Map<string, string>> {
+  const res = await c.call("GET", "/v1/cluster?scope=local", { base: c.nodeUrl(id) });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  const status = res.body as ClusterStatus;
+  return new Map(status.entities.map((e) => [`${e.type}/${e.name}`, `${e.owner}@${e.epoch}`]));
+}
+
+/** Waits until every node's ownership view equals ZooKeeper's. */
+async function viewsAgree(c: Cluster): Promise<Map<string, string>> {
+  let diff = "";
+  return await c.waitFor("every node's ownership view to equal ZooKeeper's", async () => {
+    const truth = await zooKeeperView(c);
+    const wrong: string[] = [];
+    for (const id of c.nodeIds) {
+      const view = await nodeView(c, id);
+      for (const k of new Set([...truth.keys(), ...view.keys()])) {
+        if (truth.get(k) !== view.get(k)) {
+          wrong.push(
+            `${id}: ${k} ${view.get(k) ?? "missing"} (ZooKeeper: ${truth.get(k) ?? "none"})`,
+          );
+        }
+      }
+    }
+    diff = wrong.slice(0, 10).join("; ");
+    return wrong.length === 0 ? truth : undefined;
+  }, { timeoutMs: 20_000, intervalMs: 250, describe: () => diff });
+}
+
+async function storeIdentity(c: Cluster, id: string): Promise<string> {
+  const redis = new Redis(`${c.redisUrl(id)}/0`);
+  try {
+    return (await redis.hget(STORE_KEY, "id")) ?? "";
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Waits until none of `entities` is owned by `node` any more, each at a higher epoch. */
+async function movedAway(
+  c: Cluster,
+  node: string,
+  entities: ClusterStatus["entities"],
+  timeoutMs = 30_000,
+): Promise<ClusterStatus> {
+  let seen: ClusterStatus | undefined;
+  return await c.waitFor(`${node}'s entities to move`, async () => {
+    const s = seen = await c.cluster();
+    const ok = entities.every((m) => {
+      const e = entityOf(s, m.name, m.type);
+      return e.owner !== node && e.epoch > m.epoch;
+    });
+    return ok ? s : undefined;
+  }, { timeoutMs, intervalMs: 200, describe: () => brief(seen) });
+}
+
+Deno.test({
+  name: "cluster: creates, failed creates and deletes through other nodes leave no stale " +
+    "ownership; a name taken again has one owner",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      const [a, b, d] = c.nodeIds;
+      const via = (id: string) => ({ base: c.nodeUrl(id) });
+      for (let i = 0; i < 45; i++) {
+        const [x, y, z] = [[a, b, d], [b, d, a], [d, a, b]][i % 3];
+        const made = await c.call("PUT", `/v1/queues/storm-${i}`, { ...via(x), body: {} });
+        assert.equal(made.status, 201, JSON.stringify(made.body));
+        const bad = await c.call("PUT", `/v1/queues/bad-${i}`, {
+          ...via(y),
+          body: { maxLength: -1 },
+        });
+        assert.equal(bad.status, 400, JSON.stringify(bad.body));
+        const gone = await c.call("DELETE", `/v1/queues/storm-${i}`, via(z));
+        assert.equal(gone.status, 204, JSON.stringify(gone.body));
+      }
+      const truth = await viewsAgree(c);
+      assert.equal(truth.size, 0, `ZooKeeper still holds ${[...truth.keys()]}`);
+      for (const id of c.nodeIds) {
+        const listed = await c.call("GET", "/v1/queues?limit=1000", via(id));
+        assert.deepEqual(listed.body.queues, [], `${id} lists ${JSON.stringify(listed.body)}`);
+      }
+
+      // A name deleted and created again elsewhere: one owner, every send stored once.
+      for (let round = 0; round < 3; round++) {
+        const name = `again-${round}`;
+        assert.equal(
+          (await c.call("PUT", `/v1/queues/${name}`, { ...via(a), body: {} })).status,
+          201,
+        );
+        assert.equal((await c.call("DELETE", `/v1/queues/${name}`, via(b))).status, 204);
+        assert.equal(
+          (await c.call("PUT", `/v1/queues/${name}`, { ...via(d), body: {} })).status,
+          201,
+        );
+        const sends = await Promise.all(
+          Array.from({ length: 60 }, (_, i) =>
+            c.call("POST", `/v1/queues/${name}/messages`, {
+              ...via(c.nodeIds[i % 3]),
+              body: { messages: [{ body: `m${i}`, dedupId: `m${i}` }] },
+            })),
+        );
+        assert.deepEqual(sends.map((r) => r.status), sends.map(() => 201));
+        const stats = await c.call("GET", `/v1/queues/${name}`);
+        assert.equal(stats.body.stats.depth, 60, JSON.stringify(stats.body));
+      }
+      const views = await viewsAgree(c);
+      assert.equal(views.size, 3);
+    });
+  },
+});
+
+Deno.test({
+  name: "cluster: an owner whose store is wiped under it loses no acknowledged send and never " +
+    "answers 404 for what it owned",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      await createQueues(c, QUEUES);
+      const driver = steadyLoad(c);
+      try {
+        driver.start();
+        await moreAcknowledged(c, driver, 150);
+        const before = await c.cluster();
+        const victim = [...before.nodes].sort((x, y) => y.owned - x.owned)[0].id;
+        const owned = before.entities.filter((e) => e.owner === victim);
+        const identity = await storeIdentity(c, victim);
+        const redis = new Redis(`${c.redisUrl(victim)}/0`);
+        try {
+          await redis.flushall();
+        } finally {
+          redis.disconnect();
+        }
+        // It notices, takes a new identity and resigns: its in-sync replicas take over.
+        const after = await movedAway(c, victim, owned);
+        console.log(`wiped: ${victim} resigned ${owned.map((e) => e.name).join(", ")}`);
+        const renewed = await storeIdentity(c, victim);
+        assert.ok(renewed !== "" && renewed !== identity, `identity ${identity} -> ${renewed}`);
+        assert.ok(after.nodes.some((n) => n.id === victim && n.alive), "it stays a member");
+        await moreAcknowledged(c, driver, 150);
+        // It catches up as a replica of everything and rejoins the in-sync sets.
+        await waitCaughtUp(c, victim);
+        const drained = await driver.drain(30_000);
+        console.log(`load around the wipe: ${driver.describe()}`);
+        assertSafe(driver.history.report(), "wiped store");
+        assert.ok(drained, "draining did not end");
+        assert.equal(driver.statuses.get("send 404"), undefined, driver.describe());
+        assert.equal(driver.statuses.get("receive 404"), undefined, driver.describe());
+        const synced = await c.cluster();
+        for (const e of synced.entities.filter((e) => e.replicas.includes(victim))) {
+          await assertSameState(c, { type: e.type, name: e.name }, e.owner, victim);
+        }
+      } finally {
+        await driver.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "cluster: a replica whose store stops taking writes leaves the in-sync set; writes go " +
+    "on; it rejoins once it catches up",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      await createQueues(c, QUEUES);
+      const driver = steadyLoad(c);
+      const status = await c.cluster();
+      const q = entityOf(status, QUEUES[0]);
+      const replica = q.replicas[0];
+      assert.ok(q.inSync.includes(replica), brief(status));
+      const redis = new Redis(`${c.redisUrl(replica)}/0`);
+      try {
+        driver.start();
+        await moreAcknowledged(c, driver, 100);
+        // The replica's store holds every write for 10 s (a frozen disk, a stuck store): its
+        // node applies nothing and acknowledges nothing meanwhile.
+        await redis.call("CLIENT", "PAUSE", "10000", "WRITE");
+        let seen: ClusterStatus | undefined;
+        await c.waitFor(`${replica} to leave the in-sync set of ${q.name}`, async () => {
+          seen = await c.cluster();
+          return !entityOf(seen, q.name).inSync.includes(replica);
+        }, { timeoutMs: 20_000, intervalMs: 200, describe: () => brief(seen) });
+        // The owner and the other in-sync replica still make two copies: sends go on.
+        await moreAcknowledged(c, driver, 150);
+        await redis.call("CLIENT", "UNPAUSE");
+        await waitCaughtUp(c, replica);
+        const drained = await driver.drain(30_000);
+        console.log(`load around the failing replica: ${driver.describe()}`);
+        assertSafe(driver.history.report(), "failing replica");
+        assert.ok(drained, "draining did not end");
+        const now = await c.cluster();
+        await assertSameState(
+          c,
+          { type: "queue", name: q.name },
+          entityOf(now, q.name).owner,
+          replica,
+        );
+      } finally {
+        await redis.call("CLIENT", "UNPAUSE").catch(() => {});
+        redis.disconnect();
+        await driver.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "cluster: an owner whose local Redis dies gives its queues to in-sync replicas; back " +
+    "from its files, it catches up",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      await createQueues(c, QUEUES);
+      const driver = steadyLoad(c);
+      try {
+        driver.start();
+        await moreAcknowledged(c, driver, 150);
+        const before = await c.cluster();
+        const victim = [...before.nodes].sort((x, y) => y.owned - x.owned)[0].id;
+        const owned = before.entities.filter((e) => e.owner === victim);
+        const identity = await storeIdentity(c, victim);
+        const stoppedAt = Date.now();
+        await c.stopRedis(victim);
+        await movedAway(c, victim, owned);
+        console.log(`redis of ${victim} down: its queues moved after ${Date.now() - stoppedAt} ms`);
+        await moreAcknowledged(c, driver, 100);
+        await c.startRedis(victim);
+        // The same store (its files kept every write it answered): the same identity.
+        assert.equal(await storeIdentity(c, victim), identity);
+        await waitCaughtUp(c, victim);
+        const drained = await driver.drain(30_000);
+        console.log(`load around the dead Redis: ${driver.describe()}`);
+        assertSafe(driver.history.report(), "dead local Redis");
+        assert.ok(drained, "draining did not end");
+      } finally {
+        await driver.stop();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "cluster: receipts of deliveries in flight still work after their queue failed over",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      await createQueues(c, ["rq"], { visibilityTimeoutSeconds: 3, dedupWindowSeconds: 600 });
+      const sent = await c.call("POST", "/v1/queues/rq/messages", {
+        body: { messages: Array.from({ length: 5 }, (_, i) => ({ body: `m${i}` })) },
+      });
+      assert.equal(sent.status, 201);
+      const got = await c.call("POST", "/v1/queues/rq/receive", { body: { max: 5 } });
+      assert.equal(got.body.messages.length, 5);
+      const receivedAt = Date.now();
+      const owner = entityOf(await c.cluster(), "rq").owner;
+      await c.kill(owner, "SIGKILL");
+      await c.waitFor("a new owner of rq", async () => {
+        const s = await c.cluster();
+        return entityOf(s, "rq").owner !== owner &&
+          (await c.call("GET", "/v1/queues/rq")).status === 200;
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+      // Past the deliveries' original deadline: the consumer's acks still count.
+      const wait = receivedAt + 3_500 - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const acked = await c.call("POST", "/v1/queues/rq/ack", {
+        // deno-lint-ignore no-explicit-any
+        body: { receipts: got.body.messages.map((m: any) => m.receipt) },
+      });
+      assert.equal(acked.status, 200, JSON.stringify(acked.body));
+      // deno-lint-ignore no-explicit-any
+      assert.deepEqual(acked.body.results.map((r: any) => r.ok), [true, true, true, true, true]);
+      const stats = (await c.call("GET", "/v1/queues/rq")).body.stats;
+      assert.equal(stats.depth + stats.inFlight, 0, JSON.stringify(stats));
+      const again = await c.call("POST", "/v1/queues/rq/receive", {
+        body: { max: 5, waitSeconds: 1 },
+      });
+      assert.deepEqual(again.body.messages, [], "nothing comes back as a duplicate");
+    });
+  },
+});
+
+Deno.test({
+  name: "cluster: SIGTERM drains under load end with exit code 0, hand everything over and " +
+    "lose nothing",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      await createQueues(c, QUEUES);
+      const history = new History();
+      const driver = steadyLoad(c, history);
+      try {
+        driver.start();
+        for (const node of c.nodeIds) {
+          await moreAcknowledged(c, driver, 80);
+          const before = await c.cluster();
+          const owned = before.entities.filter((e) => e.owner === node);
+          const stoppedAt = Date.now();
+          await c.kill(node, "SIGTERM");
+          assert.equal(
+            c.exitStatus(node)?.code,
+            0,
+            `${node}: ${JSON.stringify(c.exitStatus(node))}`,
+          );
+          const log = await c.nodeLog(node);
+          assert.doesNotMatch(log, /nghttp2|Assertion/, `${node} aborted in HTTP/2`);
+          for (const e of owned) {
+            assert.match(log, new RegExp(`handed ${e.type}/${e.name} over to `), e.name);
+          }
+          console.log(`drain: ${node} handed over ${owned.length} in ${Date.now() - stoppedAt} ms`);
+          await moreAcknowledged(c, driver, 80);
+          await c.start(node);
+          await waitCaughtUp(c, node);
+        }
+        const drained = await driver.drain(30_000);
+        console.log(`load around the drains: ${driver.describe()}`);
+        assertSafe(history.report(), "drains");
+        assert.ok(drained, "draining did not end");
+      } finally {
+        await driver.stop();
+      }
+    });
+  },
+});
