@@ -25,15 +25,25 @@ export const ListQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 }).strict();
 
+/** What an error status tells a client, where it says more than "problem". */
+const ERROR_MEANINGS: Record<number, string> = {
+  503:
+    "not applied (no owner reachable now, too few in-sync copies, a store that lost its data): " +
+    "send the request again after Retry-After",
+  504:
+    "outcome unknown: a change was made but not confirmed by enough copies in time, or the node " +
+    "serving it stopped answering; it may or may not last (retry a send with the same dedupId)",
+};
+
 /** Responses every authenticated route may give, for the OpenAPI document. */
 export function errorResponses(...statuses: number[]) {
   const out: Record<
     number,
     { description: string; content: Record<string, { schema: typeof ProblemSchema }> }
   > = {};
-  for (const s of [400, 401, 429, ...statuses]) {
+  for (const s of [400, 401, 429, ...statuses, 503, 504]) {
     out[s] = {
-      description: "problem",
+      description: ERROR_MEANINGS[s] ?? "problem",
       content: { "application/problem+json": { schema: ProblemSchema } },
     };
   }
