@@ -35,12 +35,27 @@ interface SendRecord {
   refused?: number;
 }
 
+/**
+ * What a finding is about, so a report can count the kinds of `unexpected` apart: a delivery of
+ * something never sent (or sent elsewhere, or refused), and one send stored as several messages.
+ */
+export type FindingKind =
+  | "lost"
+  | "never_sent"
+  | "wrong_queue"
+  | "refused_delivered"
+  | "several_messages"
+  | "duplicated"
+  | "concurrent"
+  | "after_ack";
+
 /** A problem with one message, for reports. */
 export interface Finding {
   queue: string;
   body: string;
   id?: string;
   detail: string;
+  kind?: FindingKind;
 }
 
 /** What the checker found. The lists are the anomalies; the numbers are for the log. */
@@ -164,6 +179,7 @@ export class History {
           body: s.body,
           id: s.id,
           detail: "acknowledged, never delivered",
+          kind: "lost",
         });
       }
       if (s.id?.includes("|")) {
@@ -172,6 +188,7 @@ export class History {
           body: s.body,
           id: s.id,
           detail: `retries of one send were acknowledged with different ids: ${s.id}`,
+          kind: "several_messages",
         });
       }
     }
@@ -180,7 +197,13 @@ export class History {
       const first = list[0];
       const sent = this.#sends.get(body);
       if (!sent) {
-        unexpected.push({ queue: first.queue, body, id: first.id, detail: "never sent" });
+        unexpected.push({
+          queue: first.queue,
+          body,
+          id: first.id,
+          detail: "never sent",
+          kind: "never_sent",
+        });
         continue;
       }
       const wrongQueue = list.find((d) => d.queue !== sent.queue);
@@ -190,6 +213,7 @@ export class History {
           body,
           id: wrongQueue.id,
           detail: `sent to ${sent.queue}, delivered from ${wrongQueue.queue}`,
+          kind: "wrong_queue",
         });
       }
       if (sent.refused !== undefined) {
@@ -198,6 +222,7 @@ export class History {
           body,
           id: first.id,
           detail: `refused with ${sent.refused}, delivered anyway`,
+          kind: "refused_delivered",
         });
       }
       const ids = new Set(list.map((d) => d.id));
@@ -206,6 +231,7 @@ export class History {
           queue: sent.queue,
           body,
           detail: `one send stored as several messages: ${[...ids].join(", ")}`,
+          kind: "several_messages",
         });
       } else if (sent.id !== undefined && !sent.id.includes("|") && sent.id !== first.id) {
         unexpected.push({
@@ -213,6 +239,7 @@ export class History {
           body,
           id: first.id,
           detail: `acknowledged as ${sent.id}, delivered as ${first.id}`,
+          kind: "several_messages",
         });
       }
       if (list.length > 1) {
@@ -221,6 +248,7 @@ export class History {
           body,
           id: first.id,
           detail: `delivered ${list.length} times (counts ${list.map((d) => d.deliveryCount)})`,
+          kind: "duplicated",
         });
       }
       // Attempts of one message in delivery order: none may start before the previous one's
@@ -238,6 +266,7 @@ export class History {
               id,
               detail: `attempt ${next.deliveryCount} delivered twice ` +
                 `(at ${iso(prev.deliveredAt)} and ${iso(next.deliveredAt)})`,
+              kind: "concurrent",
             });
           } else if (next.deliveredAt < prev.visibleAt - margin) {
             concurrent.push({
@@ -246,6 +275,7 @@ export class History {
               id,
               detail: `attempt ${next.deliveryCount} at ${iso(next.deliveredAt)}, while attempt ` +
                 `${prev.deliveryCount} was invisible until ${iso(prev.visibleAt)}`,
+              kind: "concurrent",
             });
           }
         }
@@ -260,6 +290,7 @@ export class History {
             id,
             detail: `attempt ${ackedCount} was acked (confirmed), yet attempt ` +
               `${later.deliveryCount} was delivered at ${iso(later.deliveredAt)}`,
+            kind: "after_ack",
           });
         }
       }

@@ -110,6 +110,19 @@ export interface Cluster {
   wipeRedis(id: string): Promise<void>;
   /** Kills ZooKeeper (SIGKILL) and starts it again on the same port and data; the down time. */
   restartZooKeeper(): Promise<{ downMs: number }>;
+  /** ZooKeeper's connect string (`127.0.0.1:<port>`), for tests that read its znodes. */
+  zookeeper: string;
+  /** Sends SIGSTOP or SIGCONT to ZooKeeper (a server that stops answering, then resumes). */
+  signalZooKeeper(signal: "SIGSTOP" | "SIGCONT"): void;
+  /** Whether a Redis server (a node's local one, `users` or `backup`) runs. */
+  isRedisRunning(id: string): boolean;
+  /**
+   * Stops a Redis server, keeping its data directory (SIGKILL by default: a crash; its
+   * append-only file holds every write it answered, since Redis writes it before replying).
+   */
+  stopRedis(id: string, signal?: Deno.Signal): Promise<void>;
+  /** Starts a stopped Redis server from its data directory and waits until it answers PING. */
+  startRedis(id: string): Promise<void>;
   /** `GET /v1/cluster` (through NGINX, or `via` a node's own address). */
   cluster(opts?: { via?: string; timeoutMs?: number }): Promise<ClusterStatus>;
   /** Logs in (the admin by default) and returns the token. */
@@ -627,6 +640,20 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       if (!r || !nodes.has(id)) throw new Error(`no local Redis of a node '${id}'`);
       await r.proc.stop("SIGKILL");
       await Deno.remove(r.dir, { recursive: true }).catch(() => {});
+      await startRedis(id);
+    },
+    zookeeper: `127.0.0.1:${zkPort}`,
+    signalZooKeeper: (signal) => zookeeper.signal(signal),
+    isRedisRunning: (id) => redis.get(id)?.proc.running ?? false,
+    async stopRedis(id, signal = "SIGKILL") {
+      const r = redis.get(id);
+      if (!r) throw new Error(`no Redis '${id}'`);
+      await r.proc.stop(signal);
+    },
+    async startRedis(id) {
+      const r = redis.get(id);
+      if (!r) throw new Error(`no Redis '${id}'`);
+      if (r.proc.running) throw new Error(`redis-${id} is running already`);
       await startRedis(id);
     },
     async restartZooKeeper() {
