@@ -468,21 +468,24 @@ Deno.test("client: retries 503 honouring Retry-After; a 504 only with a dedupId"
       }
     });
 
-    await t.step("a 503 (not applied) is retried for any request; sends get a dedupId", async () => {
-      const proxy = flakyProxy(node.url, 2, "0");
-      try {
-        const momd = new MomdClient({ url: proxy.url, token });
-        await momd.queues.sendBatch("retry", ["a", { body: "b", dedupId: "x" }]);
-        assert.equal(proxy.times("POST /v1/queues/retry/messages").length, 3);
-        await momd.topics.publish("retry-topic", "x");
-        assert.equal(proxy.times("POST /v1/topics/retry-topic/messages").length, 3);
-        assert.deepEqual((await admin.queues.peek("retry")).map((m) => m.body), ["a", "b"]);
-        assert.equal((await admin.topics.get("retry-topic")).stats.nextOffset, 1);
-        await admin.queues.purge("retry");
-      } finally {
-        await proxy.close();
-      }
-    });
+    await t.step(
+      "a 503 (not applied) is retried for any request; sends get a dedupId",
+      async () => {
+        const proxy = flakyProxy(node.url, 2, "0");
+        try {
+          const momd = new MomdClient({ url: proxy.url, token });
+          await momd.queues.sendBatch("retry", ["a", { body: "b", dedupId: "x" }]);
+          assert.equal(proxy.times("POST /v1/queues/retry/messages").length, 3);
+          await momd.topics.publish("retry-topic", "x");
+          assert.equal(proxy.times("POST /v1/topics/retry-topic/messages").length, 3);
+          assert.deepEqual((await admin.queues.peek("retry")).map((m) => m.body), ["a", "b"]);
+          assert.equal((await admin.topics.get("retry-topic")).stats.nextOffset, 1);
+          await admin.queues.purge("retry");
+        } finally {
+          await proxy.close();
+        }
+      },
+    );
 
     await t.step("a 504 (outcome unknown) is retried only for de-duplicated sends", async () => {
       const proxy = flakyProxy(node.url, 1, "0", true);
