@@ -19,6 +19,12 @@ export interface LocalNginxOptions {
   proxyBind?: string;
   /** Workers run as root too (NGINX started by root; the state directory may be root's only). */
   runAsRoot?: boolean;
+  /**
+   * How long NGINX waits for a node's answer to a request that does not wait (default: as
+   * deployed). It is the session timeout plus 1 s: a cluster with short sessions (the tests)
+   * gives up on a frozen node as much sooner.
+   */
+  readTimeoutSeconds?: number;
 }
 
 /** The names of the marked blocks of nginx/nginx.conf. */
@@ -29,6 +35,7 @@ export const LOCAL_BLOCKS = [
   "route-map",
   "route-upstreams",
   "listen",
+  "timeouts",
 ] as const;
 
 type BlockName = typeof LOCAL_BLOCKS[number];
@@ -71,6 +78,10 @@ export function renderLocalNginxConf(template: string, opts: LocalNginxOptions):
     "route-map": ids.map((id) => `${id} momd_via_${id};`),
     "route-upstreams": viaUpstreams,
     listen: [`listen ${opts.listen};`],
+    timeouts: opts.readTimeoutSeconds === undefined ? blockLines(template, "timeouts") : [
+      `proxy_send_timeout ${opts.readTimeoutSeconds}s;`,
+      `proxy_read_timeout ${opts.readTimeoutSeconds}s;`,
+    ],
   };
   let out = template;
   for (const name of LOCAL_BLOCKS) out = replaceBlock(out, name, blocks[name]);

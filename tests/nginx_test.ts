@@ -97,9 +97,10 @@ Deno.test({
       const unknown = JSON.parse(post.text);
       assert.equal(unknown.type, "urn:momd:problem:outcome_unknown");
       assert.equal(unknown.code, "outcome_unknown");
-      assert.equal(post.res.headers.get("retry-after"), "1");
-      // The read timeout (8 s), not NGINX's default minute; generous bounds on a busy machine.
-      assert.ok(post.ms >= 7_000 && post.ms < 30_000, `answered after ${post.ms} ms`);
+      // Another node can take the retry at once.
+      assert.equal(post.res.headers.get("retry-after"), "0");
+      // The read timeout (7 s), not NGINX's default minute; generous bounds on a busy machine.
+      assert.ok(post.ms >= 6_000 && post.ms < 30_000, `answered after ${post.ms} ms`);
 
       assert.equal(get.res.status, 200, get.text);
       assert.equal(JSON.parse(get.text).served, "node2");
@@ -111,6 +112,7 @@ Deno.test({
       const refused = JSON.parse(none.text);
       assert.equal(refused.type, "urn:momd:problem:unavailable");
       assert.equal(refused.code, "unavailable");
+      assert.equal(none.res.headers.get("retry-after"), "1");
     } finally {
       for (const done of frozen) done();
       await nginx.stop();

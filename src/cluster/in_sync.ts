@@ -80,12 +80,20 @@ export class InSyncSets {
 
   /** Reviews the set of every entity this node owns now. */
   review(): void {
-    for (const entry of this.#o.ownership.list()) {
-      if (entry.owner !== this.#o.nodeId || this.#busy.has(key(entry.entity))) continue;
-      if (!this.#o.serving(entry.entity)) continue;
-      const next = this.#next(entry);
-      if (next) this.#write(entry, next.isr, next.joining);
-    }
+    for (const entry of this.#o.ownership.list()) this.#review(entry);
+  }
+
+  /** Reviews one entity's set now (a replica just caught up: it may join at once). */
+  reviewOne(entity: EntityRef): void {
+    const entry = this.#o.ownership.get(entity);
+    if (entry) this.#review(entry);
+  }
+
+  #review(entry: EntityEntry): void {
+    if (entry.owner !== this.#o.nodeId || this.#busy.has(key(entry.entity))) return;
+    if (!this.#o.serving(entry.entity)) return;
+    const next = this.#next(entry);
+    if (next) this.#write(entry, next.isr, next.joining);
   }
 
   /** The set the entity should have now, or undefined when it is right as it is. */

@@ -137,6 +137,8 @@ export class ClusterNode implements EntityRouter {
       isWritable: (e) => this.ownership.isWritable(e) && this.#storeTrouble === undefined,
       ackTimeoutMs: config.replicationAckTimeoutMs,
       onFenced: (e, detail) => console.error(`cluster: fenced off ${key(e)}: ${detail}`),
+      // A replica outside the in-sync set that caught up joins without waiting for a review.
+      onCaughtUp: (e) => this.inSync.reviewOne(e),
     });
     this.inSync = new InSyncSets({
       nodeId: config.nodeId,

@@ -48,7 +48,7 @@ export const ConfigSchema = z.object({
     .default(1000),
   /** Deadline of a forwarded request that does not wait; long polls get their wait on top. */
   forwardTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(200)
-    .max(600_000).default(7000),
+    .max(600_000).default(6000),
   backupIntervalMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
     .max(3_600_000).default(1000),
   jwtSecret: z.string().min(32, "must be at least 32 characters").optional(),

@@ -60,6 +60,8 @@ export interface ShipperOptions {
   isWritable?: (entity: EntityRef) => boolean;
   /** Told when a replica knows a newer epoch: this node was deposed for the entity. */
   onFenced?: (entity: EntityRef, detail: string) => void;
+  /** Told when a replica has acknowledged everything shipped to it for an entity. */
+  onCaughtUp?: (entity: EntityRef, peer: string) => void;
   /** Records per batch (default 256). */
   batchMaxRecords?: number;
   /**
@@ -186,8 +188,10 @@ class PeerLink {
 /** Ships records to replicas; see the module comment. */
 export class Shipper implements RecordSink {
   readonly #o:
-    & Required<Omit<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "inSyncOf">>
-    & Pick<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "inSyncOf">;
+    & Required<
+      Omit<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "onCaughtUp" | "inSyncOf">
+    >
+    & Pick<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "onCaughtUp" | "inSyncOf">;
   #links = new Map<string, PeerLink>();
   #waiters = new Map<string, Waiter[]>();
   /** The last record shipped per entity (the owner's own position). */
@@ -641,7 +645,7 @@ export class Shipper implements RecordSink {
       const epoch = safeInt(ea.epoch, "epoch");
       if (!ea.error) {
         if (s.snapshotBatch > 0 && batchId >= s.snapshotBatch) s.snapshotBatch = 0;
-        this.#acked(s, seq, epoch);
+        this.#acked(link, s, seq, epoch);
         continue;
       }
       if (batchId < s.ignoreErrorsBefore) continue;
@@ -653,7 +657,7 @@ export class Shipper implements RecordSink {
         continue;
       }
       if (ea.error === "gap" && s.retained.length > 0 && s.retained[0].seq <= seq + 1) {
-        this.#acked(s, seq, epoch);
+        this.#acked(link, s, seq, epoch);
         s.sendIdx = 0;
       } else {
         this.#wantSnapshot(s);
@@ -662,7 +666,7 @@ export class Shipper implements RecordSink {
     }
   }
 
-  #acked(s: EntityState, seq: number, epoch: number) {
+  #acked(link: PeerLink, s: EntityState, seq: number, epoch: number) {
     if (seq > s.ackedSeq || epoch !== s.ackedEpoch) {
       s.ackedSeq = seq;
       s.ackedEpoch = epoch;
@@ -674,9 +678,11 @@ export class Shipper implements RecordSink {
       s.sendIdx = Math.max(0, s.sendIdx - drop);
     }
     if (
-      s.retained.length === 0 && !s.needSnapshot && !s.snapshotting && s.snapshotBatch === 0
+      s.retained.length === 0 && !s.needSnapshot && !s.snapshotting && s.snapshotBatch === 0 &&
+      s.behindSince !== undefined
     ) {
       s.behindSince = undefined;
+      this.#o.onCaughtUp?.(s.entity, link.id);
     }
     this.#check(entityKey(s.entity), s.entity);
   }

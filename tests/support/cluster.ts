@@ -459,6 +459,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     env,
   );
 
+  const sessionMs = opts.sessionTimeoutMs ?? 2000;
   const jwtSecret = `cluster-test-jwt-${crypto.randomUUID()}`;
   const clusterSecret = `cluster-test-grpc-${crypto.randomUUID()}`;
   const nodes = new Map<string, NodeEntry>();
@@ -477,7 +478,13 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       MOMD_USERS_REDIS_URL: `${redisUrl("users")}/0`,
       MOMD_BACKUP_REDIS_URL: `${redisUrl("backup")}/0`,
       MOMD_ZOOKEEPER: `127.0.0.1:${zkPort}`,
-      MOMD_ZK_SESSION_TIMEOUT_MS: String(opts.sessionTimeoutMs ?? 2000),
+      MOMD_ZK_SESSION_TIMEOUT_MS: String(sessionMs),
+      // The deployed relation (nginx/nginx.conf), scaled to the short session: replication ack
+      // timeout = session < forward timeout < NGINX read timeout = session + 1 s; a replica
+      // lagging half a session leaves the in-sync set.
+      MOMD_REPLICATION_ACK_TIMEOUT_MS: String(sessionMs),
+      MOMD_FORWARD_TIMEOUT_MS: String(sessionMs + 500),
+      MOMD_REPLICA_LAG_MS: String(Math.floor(sessionMs / 2)),
       MOMD_BACKUP_INTERVAL_MS: String(opts.backupIntervalMs ?? 500),
       MOMD_JWT_SECRET: jwtSecret,
       MOMD_CLUSTER_SECRET: clusterSecret,
@@ -706,6 +713,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       nodeIds,
       proxyBind: PROXY_ADDRESS,
       runAsRoot: Deno.uid() === 0,
+      readTimeoutSeconds: Math.ceil(sessionMs / 1000) + 1,
     });
     await Deno.writeTextFile(`${nginxPrefix}nginx.conf`, conf);
     await nginx.spawn();

@@ -104,17 +104,27 @@ export class WorkerClient {
       };
       const owner = this.#owners.get(entity);
       if (owner) headers["momd-route"] = owner;
-      const res = await fetch(`${this.base}${path}`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      const text = await res.text();
-      // As momd's client does: follow the owner an answer names; forget it on a plain 404.
+      let res: Response;
+      let text: string;
+      try {
+        res = await fetch(`${this.base}${path}`, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        text = await res.text();
+      } catch (err) {
+        this.#owners.delete(entity); // the hinted node may be the one that stopped answering
+        throw err;
+      }
+      // As momd's client does: follow the owner an answer names; forget it on a plain 404, and
+      // on a 502 or 504 (the hinted node may have stopped answering: let NGINX choose).
       const hint = res.headers.get("momd-owner");
       if (hint) this.#owners.set(entity, hint);
-      else if (res.status === 404) this.#owners.delete(entity);
+      else if (res.status === 404 || res.status === 502 || res.status === 504) {
+        this.#owners.delete(entity);
+      }
       // An expired token is the client's business, not an outcome of the request.
       if (res.status === 401 && attempt === 0) {
         await this.login();
