@@ -17,18 +17,17 @@ import { decodeEntry } from "../src/cluster/ownership.ts";
 import type { EntityType } from "../src/broker/keys.ts";
 import { STORE_KEY } from "../src/broker/keys.ts";
 import { type Cluster, type ClusterStatus, withCluster } from "./support/cluster.ts";
-import { History } from "./support/checker.ts";
 import {
-  assertSafe,
   assertSameState,
   brief,
+  busiestOwner,
   createQueues,
   entityOf,
   moreAcknowledged,
   opts,
   QUEUES,
   SESSION_MS,
-  steadyLoad,
+  underLoad,
   waitCaughtUp,
 } from "./support/faults.ts";
 
@@ -168,14 +167,10 @@ Deno.test({
   ...opts,
   fn: async () => {
     await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
-      await createQueues(c, QUEUES);
-      const driver = steadyLoad(c);
-      try {
-        driver.start();
-        await moreAcknowledged(c, driver, 150);
-        const before = await c.cluster();
-        const victim = [...before.nodes].sort((x, y) => y.owned - x.owned)[0].id;
-        const owned = before.entities.filter((e) => e.owner === victim);
+      let victim = "";
+      const driver = await underLoad(c, "the wipe", async (driver) => {
+        const { id, owned } = busiestOwner(await c.cluster());
+        victim = id;
         const identity = await storeIdentity(c, victim);
         const redis = new Redis(`${c.redisUrl(victim)}/0`);
         try {
@@ -192,18 +187,12 @@ Deno.test({
         await moreAcknowledged(c, driver, 150);
         // It catches up as a replica of everything and rejoins the in-sync sets.
         await waitCaughtUp(c, victim);
-        const drained = await driver.drain(30_000);
-        console.log(`load around the wipe: ${driver.describe()}`);
-        assertSafe(driver.history.report(), "wiped store");
-        assert.ok(drained, "draining did not end");
-        assert.equal(driver.statuses.get("send 404"), undefined, driver.describe());
-        assert.equal(driver.statuses.get("receive 404"), undefined, driver.describe());
-        const synced = await c.cluster();
-        for (const e of synced.entities.filter((e) => e.replicas.includes(victim))) {
-          await assertSameState(c, { type: e.type, name: e.name }, e.owner, victim);
-        }
-      } finally {
-        await driver.stop();
+      });
+      assert.equal(driver.statuses.get("send 404"), undefined, driver.describe());
+      assert.equal(driver.statuses.get("receive 404"), undefined, driver.describe());
+      const synced = await c.cluster();
+      for (const e of synced.entities.filter((e) => e.replicas.includes(victim))) {
+        await assertSameState(c, { type: e.type, name: e.name }, e.owner, victim);
       }
     });
   },
@@ -215,44 +204,34 @@ Deno.test({
   ...opts,
   fn: async () => {
     await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
-      await createQueues(c, QUEUES);
-      const driver = steadyLoad(c);
-      const status = await c.cluster();
-      const q = entityOf(status, QUEUES[0]);
-      const replica = q.replicas[0];
-      assert.ok(q.inSync.includes(replica), brief(status));
-      const redis = new Redis(`${c.redisUrl(replica)}/0`);
-      try {
-        driver.start();
-        await moreAcknowledged(c, driver, 100);
-        // The replica's store holds every write for 10 s (a frozen disk, a stuck store): its
-        // node applies nothing and acknowledges nothing meanwhile.
-        await redis.call("CLIENT", "PAUSE", "10000", "WRITE");
-        let seen: ClusterStatus | undefined;
-        await c.waitFor(`${replica} to leave the in-sync set of ${q.name}`, async () => {
-          seen = await c.cluster();
-          return !entityOf(seen, q.name).inSync.includes(replica);
-        }, { timeoutMs: 20_000, intervalMs: 200, describe: () => brief(seen) });
-        // The owner and the other in-sync replica still make two copies: sends go on.
-        await moreAcknowledged(c, driver, 150);
-        await redis.call("CLIENT", "UNPAUSE");
+      let queue = "";
+      let replica = "";
+      await underLoad(c, "the failing replica", async (driver) => {
+        const status = await c.cluster();
+        const q = entityOf(status, QUEUES[0]);
+        queue = q.name;
+        replica = q.replicas[0];
+        assert.ok(q.inSync.includes(replica), brief(status));
+        const redis = new Redis(`${c.redisUrl(replica)}/0`);
+        try {
+          // The replica's store holds every write for 10 s (a frozen disk, a stuck store): its
+          // node applies nothing and acknowledges nothing meanwhile.
+          await redis.call("CLIENT", "PAUSE", "10000", "WRITE");
+          let seen: ClusterStatus | undefined;
+          await c.waitFor(`${replica} to leave the in-sync set of ${q.name}`, async () => {
+            seen = await c.cluster();
+            return !entityOf(seen, q.name).inSync.includes(replica);
+          }, { timeoutMs: 20_000, intervalMs: 200, describe: () => brief(seen) });
+          // The owner and the other in-sync replica still make two copies: sends go on.
+          await moreAcknowledged(c, driver, 150);
+        } finally {
+          await redis.call("CLIENT", "UNPAUSE").catch(() => {});
+          redis.disconnect();
+        }
         await waitCaughtUp(c, replica);
-        const drained = await driver.drain(30_000);
-        console.log(`load around the failing replica: ${driver.describe()}`);
-        assertSafe(driver.history.report(), "failing replica");
-        assert.ok(drained, "draining did not end");
-        const now = await c.cluster();
-        await assertSameState(
-          c,
-          { type: "queue", name: q.name },
-          entityOf(now, q.name).owner,
-          replica,
-        );
-      } finally {
-        await redis.call("CLIENT", "UNPAUSE").catch(() => {});
-        redis.disconnect();
-        await driver.stop();
-      }
+      });
+      const owner = entityOf(await c.cluster(), queue).owner;
+      await assertSameState(c, { type: "queue", name: queue }, owner, replica);
     });
   },
 });
@@ -263,14 +242,8 @@ Deno.test({
   ...opts,
   fn: async () => {
     await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
-      await createQueues(c, QUEUES);
-      const driver = steadyLoad(c);
-      try {
-        driver.start();
-        await moreAcknowledged(c, driver, 150);
-        const before = await c.cluster();
-        const victim = [...before.nodes].sort((x, y) => y.owned - x.owned)[0].id;
-        const owned = before.entities.filter((e) => e.owner === victim);
+      await underLoad(c, "the dead Redis", async (driver) => {
+        const { id: victim, owned } = busiestOwner(await c.cluster());
         const identity = await storeIdentity(c, victim);
         const stoppedAt = Date.now();
         await c.stopRedis(victim);
@@ -281,13 +254,7 @@ Deno.test({
         // The same store (its files kept every write it answered): the same identity.
         assert.equal(await storeIdentity(c, victim), identity);
         await waitCaughtUp(c, victim);
-        const drained = await driver.drain(30_000);
-        console.log(`load around the dead Redis: ${driver.describe()}`);
-        assertSafe(driver.history.report(), "dead local Redis");
-        assert.ok(drained, "draining did not end");
-      } finally {
-        await driver.stop();
-      }
+      });
     });
   },
 });
@@ -338,15 +305,9 @@ Deno.test({
   ...opts,
   fn: async () => {
     await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
-      await createQueues(c, QUEUES);
-      const history = new History();
-      const driver = steadyLoad(c, history);
-      try {
-        driver.start();
+      await underLoad(c, "the drains", async (driver) => {
         for (const node of c.nodeIds) {
-          await moreAcknowledged(c, driver, 80);
-          const before = await c.cluster();
-          const owned = before.entities.filter((e) => e.owner === node);
+          const owned = (await c.cluster()).entities.filter((e) => e.owner === node);
           const stoppedAt = Date.now();
           await c.kill(node, "SIGTERM");
           assert.equal(
@@ -363,14 +324,9 @@ Deno.test({
           await moreAcknowledged(c, driver, 80);
           await c.start(node);
           await waitCaughtUp(c, node);
+          await moreAcknowledged(c, driver, 80);
         }
-        const drained = await driver.drain(30_000);
-        console.log(`load around the drains: ${driver.describe()}`);
-        assertSafe(history.report(), "drains");
-        assert.ok(drained, "draining did not end");
-      } finally {
-        await driver.stop();
-      }
+      });
     });
   },
 });

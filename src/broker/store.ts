@@ -222,17 +222,7 @@ export class Store {
     if (this.#redis.status !== "ready") {
       throw new BrokerError("unavailable", "the local store is not connected; try again", 1);
     }
-    let reply: [number, string];
-    try {
-      reply = await runScript(
-        this.#redis,
-        this.#scripts[op],
-        scriptKeys(entity, strArgs),
-        [epoch, "", at, ...strArgs],
-      ) as [number, string];
-    } catch (err) {
-      throw this.#failure(err, `${op} on ${entity.type} '${entity.name}'`);
-    }
+    const reply = await this.#run(entity, op, [epoch, "", at, ...strArgs], strArgs, true);
     const seq = Number(reply[0]);
     if (seq > 0) {
       const shipped = this.#sink.ship({ entity, seq, epoch, op, at, args: strArgs });
@@ -261,17 +251,8 @@ export class Store {
    */
   async read<T>(entity: EntityRef, op: ScriptName, args: readonly (string | number)[]): Promise<T> {
     const strArgs = args.map(String);
-    let reply: [number, string];
-    try {
-      reply = await runScript(
-        this.#redis,
-        this.#scripts[op],
-        scriptKeys(entity, strArgs),
-        [this.#epochOf(entity), "", this.now(), ...strArgs],
-      ) as [number, string];
-    } catch (err) {
-      throw this.#failure(err);
-    }
+    const argv = [this.#epochOf(entity), "", this.now(), ...strArgs];
+    const reply = await this.#run(entity, op, argv, strArgs, false);
     this.#epochOf(entity);
     return JSON.parse(reply[1]) as T;
   }
@@ -283,18 +264,30 @@ export class Store {
   async apply(record: ReplicationRecord): Promise<"applied" | "duplicate"> {
     const op = record.op as ScriptName;
     if (!this.#scripts[op]) throw new Error(`unknown replication op '${record.op}'`);
-    let reply: [number, string];
-    try {
-      reply = await runScript(
-        this.#redis,
-        this.#scripts[op],
-        scriptKeys(record.entity, record.args),
-        [record.epoch, record.seq, record.at, ...record.args],
-      ) as [number, string];
-    } catch (err) {
-      throw this.#failure(err);
-    }
+    const argv = [record.epoch, record.seq, record.at, ...record.args];
+    const reply = await this.#run(record.entity, op, argv, record.args, false);
     return Number(reply[0]) === -1 ? "duplicate" : "applied";
+  }
+
+  /**
+   * Runs one script on the entity's keys (the keys follow `args`, the script's own arguments);
+   * a failure becomes what it means (#failure).
+   */
+  async #run(
+    entity: EntityRef,
+    op: ScriptName,
+    argv: readonly (string | number)[],
+    args: readonly string[],
+    change: boolean,
+  ): Promise<[number, string]> {
+    try {
+      return await runScript(this.#redis, this.#scripts[op], scriptKeys(entity, args), argv) as [
+        number,
+        string,
+      ];
+    } catch (err) {
+      throw this.#failure(err, change ? `${op} on ${entity.type} '${entity.name}'` : undefined);
+    }
   }
 
   /**

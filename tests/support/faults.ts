@@ -165,3 +165,35 @@ export async function localPositions(c: Cluster, name: string): Promise<string> 
   }
   return `${name}: ${parts.join(", ")}`;
 }
+
+/**
+ * The six queues under steady load; `fault` breaks something (the driver is running); then the
+ * producers stop, everything acknowledged must be delivered, and the checker must find nothing a
+ * broker must never do. Returns the driver (stopped) for further checks.
+ */
+export async function underLoad(
+  c: Cluster,
+  what: string,
+  fault: (driver: LoadDriver) => Promise<void>,
+): Promise<LoadDriver> {
+  await createQueues(c, QUEUES);
+  const driver = steadyLoad(c);
+  try {
+    driver.start();
+    await moreAcknowledged(c, driver, 150);
+    await fault(driver);
+    const drained = await driver.drain(30_000);
+    console.log(`load around ${what}: ${driver.describe()}`);
+    assertSafe(driver.history.report(), what);
+    assert.ok(drained, "draining did not end");
+    return driver;
+  } finally {
+    await driver.stop();
+  }
+}
+
+/** The node owning the most entities, and what it owns. */
+export function busiestOwner(status: ClusterStatus): { id: string; owned: EntityStatus[] } {
+  const id = [...status.nodes].sort((x, y) => y.owned - x.owned)[0].id;
+  return { id, owned: status.entities.filter((e) => e.owner === id) };
+}
