@@ -330,3 +330,108 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "cluster: a delete racing a create again, and creates racing each other, through " +
+    "different nodes: every answer says what happened",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      const [a, b, d] = c.nodeIds;
+      const via = (id: string) => ({ base: c.nodeUrl(id) });
+      const exists = async (name: string) =>
+        (await c.call("GET", `/v1/queues/${name}`, via(c.nodeIds[0]))).status === 200;
+      const outcomes = new Map<string, number>();
+      for (let round = 0; round < 20; round++) {
+        // A delete through one node, a create again through another, staggered over the window.
+        const name = `race-${round}`;
+        assert.equal(
+          (await c.call("PUT", `/v1/queues/${name}`, { ...via(a), body: {} })).status,
+          201,
+        );
+        const [del, put] = await Promise.all([
+          c.call("DELETE", `/v1/queues/${name}`, via(b)),
+          new Promise((r) => setTimeout(r, round % 10)).then(() =>
+            c.call("PUT", `/v1/queues/${name}`, { ...via(d), body: {} })
+          ),
+        ]);
+        const k = `delete ${del.status}, create ${put.status}`;
+        outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
+        assert.equal(del.status, 204, k);
+        if (put.status === 201) {
+          // Made after the delete: it exists, and what is sent to it is kept.
+          assert.ok(await exists(name), `${name}: ${k}, yet it does not exist`);
+          const sent = await c.call("POST", `/v1/queues/${name}/messages`, {
+            body: { messages: [{ body: "kept" }] },
+          });
+          assert.equal(sent.status, 201);
+          const got = await c.call("POST", `/v1/queues/${name}/receive`, { body: { max: 1 } });
+          assert.deepEqual(got.body.messages.map((m: { body: string }) => m.body), ["kept"]);
+        } else {
+          // It existed when the create came (200, then deleted), or the create was not applied.
+          assert.ok(put.status === 200 || put.status === 503, `${name}: ${k}`);
+          assert.equal(await exists(name), false, `${name}: ${k}, yet it exists`);
+        }
+
+        // Two creates of one name at once, one invalid or of another configuration.
+        const other = `pair-${round}`;
+        const [x, y] = await Promise.all([
+          c.call("PUT", `/v1/queues/${other}`, {
+            ...via(a),
+            body: round % 2 ? { maxLength: -1 } : { maxLength: 5 },
+          }),
+          c.call("PUT", `/v1/queues/${other}`, { ...via(b), body: {} }),
+        ]);
+        const made = [x, y].filter((r) => r.status === 201).length;
+        assert.ok(made <= 1, `${other}: ${x.status} and ${y.status}`);
+        // Whatever answered 201 exists; nothing that was not made is listed.
+        assert.equal(await exists(other), made === 1, `${other}: ${x.status} and ${y.status}`);
+      }
+      console.log(`delete/create races: ${JSON.stringify([...outcomes])}`);
+      const views = await viewsAgree(c);
+      const listed = await c.call("GET", "/v1/queues?limit=1000");
+      const names = listed.body.queues.map((q: { name: string }) => q.name);
+      for (const name of names) assert.ok(await exists(name), `${name} listed, yet not there`);
+      assert.ok(views.size >= names.length);
+    });
+  },
+});
+
+Deno.test({
+  name: "cluster: a replica whose store refuses writes (out of memory) is not elected; its " +
+    "queues move to a healthy replica",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      await underLoad(c, "an out-of-memory replica and its owner's death", async (driver) => {
+        const q = entityOf(await c.cluster(), QUEUES[0]);
+        const [owner, sick] = [q.owner, q.replicas[0]];
+        const redis = new Redis(`${c.redisUrl(sick)}/0`);
+        try {
+          await redis.config("SET", "maxmemory-policy", "noeviction");
+          await redis.config("SET", "maxmemory", "1");
+          // Its store takes no write: it says so, and gives up what it owns.
+          await c.waitFor(`${sick} to give up what it owns`, async () => {
+            const s = await c.cluster();
+            return s.entities.every((e) => e.owner !== sick);
+          }, { timeoutMs: 20_000, intervalMs: 200 });
+          await c.kill(owner, "SIGKILL");
+          let seen: ClusterStatus | undefined;
+          const moved = await c.waitFor(`${q.name} to move to a healthy replica`, async () => {
+            const e = entityOf(seen = await c.cluster(), q.name);
+            return e.owner !== owner ? e : undefined;
+          }, { timeoutMs: 30_000, intervalMs: 200, describe: () => brief(seen) });
+          assert.notEqual(moved.owner, sick, brief(seen));
+        } finally {
+          await redis.config("SET", "maxmemory", "0").catch(() => {});
+          redis.disconnect();
+        }
+        // One node dead and one store full left a single copy: writes waited (503, not applied)
+        // until the store took writes again.
+        await moreAcknowledged(c, driver, 100);
+        await c.start(owner);
+        await waitCaughtUp(c, sick);
+      });
+    });
+  },
+});

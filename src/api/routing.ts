@@ -74,10 +74,19 @@ export interface EntityRouter {
     principal: Principal | null,
     signal?: AbortSignal,
   ): Promise<Response>;
-  /** The create that claimed the name failed: give the name back. */
-  createFailed(entity: EntityRef): Promise<void>;
-  /** The entity was deleted by its owner: forget its ownership record. */
-  deleted(entity: EntityRef): Promise<void>;
+  /**
+   * Serves a create or a delete of an entity this node owns: `run` is the handler, `succeeded`
+   * tells from its answer whether the entity was made (or deleted). One at a time per entity,
+   * so that a name's record always follows what the owner's store holds: a create makes a
+   * claimed name live, or gives the name back when it failed and nothing exists; a delete
+   * removes the record once the entity is gone (and refuses creates until then).
+   */
+  lifecycle(
+    entity: EntityRef,
+    kind: "create" | "delete",
+    run: () => Promise<Response>,
+    succeeded: (res: Response) => Promise<boolean>,
+  ): Promise<Response>;
   /** Entities cluster-wide, in name order, after `after`, at most `limit`. */
   list(
     type: EntityType,

@@ -23,6 +23,9 @@ import {
 } from "./receipts.ts";
 
 /** Overflow policy of a full queue: refuse the send, or drop the oldest ready messages. */
+
+/** Refusals that pass by themselves: a sweep meeting one waits for the next round. */
+const PASSING: ReadonlySet<string> = new Set(["unavailable", "store_lost", "outcome_unknown"]);
 export type OverflowPolicy = "reject" | "dropHead";
 
 /** Who may send to and receive from a queue besides its owner and the admins. */
@@ -657,7 +660,16 @@ export class QueueService {
         500,
       );
       for (const name of names) {
-        if (this.#serves(name)) await this.sweep(name);
+        if (!this.#serves(name)) continue;
+        try {
+          await this.sweep(name);
+        } catch (err) {
+          // A queue that cannot take changes now (moving, too few in-sync copies) is swept next
+          // time; one queue's trouble does not stop the others'.
+          if (!(err instanceof BrokerError && PASSING.has(err.code))) {
+            console.error(`queue sweep of '${name}' failed`, err);
+          }
+        }
       }
       if (names.length < 500) return;
       after = names[names.length - 1];

@@ -122,6 +122,13 @@ redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2])
 return ARGV[1]
 `;
 
+// Writes the time into the identity and returns the id ('' without an identity). ARGV: the time.
+const PROBE_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return '' end
+redis.call('HSET', KEYS[1], 'probedAt', ARGV[1])
+return redis.call('HGET', KEYS[1], 'id')
+`;
+
 /**
  * The identity of the store in `redis` (STORE_KEY), given to it now if it has none: a new Redis
  * becomes a store. Returns the incarnation.
@@ -185,6 +192,15 @@ export class Store {
   /** The identity Redis holds now ("" when it has none: the data is gone). */
   async currentIdentity(): Promise<string> {
     return (await this.#redis.hget(STORE_KEY, "id")) ?? "";
+  }
+
+  /**
+   * The identity Redis holds now, found by a write (the time, into the identity): a store that
+   * answers reads but refuses writes (out of memory, read-only) fails this as one that does not
+   * answer at all. "" when the identity is gone.
+   */
+  async probe(): Promise<string> {
+    return String(await this.#redis.eval(PROBE_LUA, 1, STORE_KEY, String(this.now())));
   }
 
   /**

@@ -5,8 +5,9 @@
  * - **lost**: the store's identity is gone or changed (a FLUSHALL, a Redis restarted from
  *   nothing). Reported by any script that finds it missing (Store's `onLost`) and by a probe
  *   every `intervalMs`, which also covers a store nobody writes to.
- * - **down**: the store has not answered for `downAfterMs`; **up** when it answers again with
- *   its identity (after any failed probe, so a short outage is checked too).
+ * - **down**: the store has not taken the probe's write for `downAfterMs` (it does not answer, or
+ *   it refuses writes: out of memory, read-only); **up** when it takes it again with its
+ *   identity (after any failed probe, so a short outage is checked too).
  *
  * The node's reactions (giving up what it owns, taking a new identity) run one at a time.
  */
@@ -82,13 +83,14 @@ export class StoreGuard {
     const { store } = this.#o;
     let identity: string;
     try {
-      identity = await withTimeout(store.currentIdentity(), this.#o.downAfterMs);
+      identity = await withTimeout(store.probe(), this.#o.downAfterMs);
     } catch {
       this.#failingSince ??= Date.now();
       if (!this.#down && Date.now() - this.#failingSince >= this.#o.downAfterMs) {
         this.#down = true;
         console.error(
-          `store guard: the local store has not answered for ${Date.now() - this.#failingSince} ms`,
+          `store guard: the local store has not taken a write for ` +
+            `${Date.now() - this.#failingSince} ms`,
         );
         await this.#o.onDown();
       }

@@ -28,13 +28,14 @@ import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { PeerClients } from "../replication/peers.ts";
 import { ReplicationServer } from "../replication/server.ts";
 import { Shipper } from "../replication/shipper.ts";
-import { adoptEpoch, type EntitySnapshot } from "../replication/snapshot.ts";
+import { adoptEpoch, type EntitySnapshot, readPosition } from "../replication/snapshot.ts";
 import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
 import { type EntityEntry, type InSyncReplica, Ownership } from "./ownership.ts";
 import { Controller, loadByNode, placeEntity } from "./controller.ts";
 import { InSyncSets } from "./in_sync.ts";
 import { StoreGuard } from "../broker/store_guard.ts";
+import { PerKey } from "../serial.ts";
 
 /** Creation facts kept in the ownership record, so listings need no node's store. */
 interface CreationInfo {
@@ -89,6 +90,10 @@ export class ClusterNode implements EntityRouter {
   readonly #prepared = new Map<string, number>();
   /** Take-over preparations still running. */
   readonly #preparing = new Map<string, Promise<void>>();
+  /** The create or delete each entity is going through here (one at a time per entity). */
+  readonly #lifecycles = new PerKey();
+  /** Entities deleted here whose ownership record is still to be removed. */
+  readonly #unrecorded = new Set<string>();
   /** The replicas of each owned entity as last seen (new ones get a snapshot). */
   readonly #replicasOf = new Map<string, string[]>();
   /** When each entity last changed owner (hysteresis of rebalancing). */
@@ -380,6 +385,26 @@ export class ClusterNode implements EntityRouter {
     }
   }
 
+  /** Gives up one entity (see #resignAll), retrying a few times. */
+  async #resign(entity: EntityRef, why: string): Promise<void> {
+    for (let attempt = 0; attempt < 5 && !this.#stopped; attempt++) {
+      const entry = this.ownership.get(entity);
+      if (!entry || entry.owner !== this.#config.nodeId || entry.ownerSession === "") return;
+      try {
+        await this.#resignOnce(entry, why);
+        return;
+      } catch {
+        await this.ownership.read(entity).catch(() => {});
+        await sleep(200);
+      }
+    }
+  }
+
+  async #resignOnce(entry: EntityEntry, why: string): Promise<void> {
+    await this.ownership.update(entry.entity, entry.version, { ...entry, ownerSession: "" });
+    console.log(`cluster: resigned ${key(entry.entity)} (${why})`);
+  }
+
   // ---- routing (EntityRouter) ----
 
   get nodeId(): string {
@@ -419,6 +444,7 @@ export class ClusterNode implements EntityRouter {
           ownerStore: owner.store ?? "",
           replicas: placed.replicas,
           isr,
+          state: "claimed",
           config: info,
         });
         claimed = true;
@@ -459,17 +485,101 @@ export class ClusterNode implements EntityRouter {
     return this.peers.forwardHttp(address, request, principal, { deadlineMs, signal });
   }
 
-  createFailed(entity: EntityRef): Promise<void> {
-    return this.#forget(entity);
+  lifecycle(
+    entity: EntityRef,
+    kind: "create" | "delete",
+    run: () => Promise<Response>,
+    succeeded: (res: Response) => Promise<boolean>,
+  ): Promise<Response> {
+    const k = key(entity);
+    return this.#lifecycles.run(k, async () => {
+      if (kind === "create" && this.#unrecorded.has(k)) {
+        throw new BrokerError("unavailable", `${k} is being deleted; try again`, 1);
+      }
+      const res = await run();
+      const ok = await succeeded(res.clone());
+      if (kind === "delete") {
+        if (ok) await this.#dropRecord(entity);
+      } else if (ok) {
+        await this.#markLive(entity);
+      } else if (!(await readPosition(this.#local, entity)).exists) {
+        await this.#giveBack(entity);
+      }
+      return res;
+    });
   }
 
-  deleted(entity: EntityRef): Promise<void> {
-    return this.#forget(entity);
+  /** Whether this node owns the entity in its current session (resigned or not). */
+  #owns(entry: EntityEntry | undefined): entry is EntityEntry {
+    return !!entry && entry.owner === this.#config.nodeId &&
+      entry.ownerSession === this.zk.sessionId;
   }
 
-  async #forget(entity: EntityRef): Promise<void> {
-    const entry = await unavailableOnZkError(this.ownership.read(entity));
-    if (entry) await this.ownership.remove(entity, entry.version).catch(() => {});
+  /** A claimed name whose create this node made: it is live (listed) from now on. */
+  async #markLive(entity: EntityRef): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const entry = this.ownership.get(entity);
+      if (!this.#owns(entry) || entry.state !== "claimed") return;
+      try {
+        await this.ownership.update(entity, entry.version, { ...entry, state: "live" });
+        return;
+      } catch (err) {
+        // Another change of the record (its in-sync set) came first: look again.
+        if (!(err instanceof BrokerError && err.code === "conflict")) break;
+        await this.ownership.read(entity).catch(() => {});
+      }
+    }
+    // ZooKeeper did not answer: the entity is made all the same; only listings lag behind.
+    setTimeout(() => this.#markLive(entity).catch(() => {}), 500);
+  }
+
+  /**
+   * A create that claimed the name failed and nothing exists: the name goes back. (If that
+   * fails, the claim stays: unlisted, and the next create of the name makes it.)
+   */
+  async #giveBack(entity: EntityRef): Promise<void> {
+    const entry = this.ownership.get(entity);
+    if (!this.#owns(entry) || entry.state !== "claimed") return;
+    await this.ownership.remove(entity, entry.version).catch(() => {});
+  }
+
+  /**
+   * The entity was deleted here: its record goes, compare-and-set, while this node still owns
+   * that incarnation. Until then (ZooKeeper not answering) creates of the name are refused, so
+   * that the removal cannot take away a record a new create made live; the removal is retried.
+   * Should this node lose the entity meanwhile, the record stays with its new owner: an empty
+   * name, made again by the next create.
+   */
+  async #dropRecord(entity: EntityRef): Promise<void> {
+    const k = key(entity);
+    const deleted = this.ownership.get(entity);
+    if (!deleted) return;
+    this.#unrecorded.add(k);
+    const attempt = async (): Promise<boolean> => {
+      const entry = this.ownership.get(entity);
+      if (!this.#owns(entry) || entry.czxid !== deleted.czxid || this.#stopped) return true;
+      try {
+        await this.ownership.remove(entity, entry.version);
+        return true;
+      } catch (err) {
+        if (err instanceof BrokerError && err.code === "conflict") {
+          await this.ownership.read(entity).catch(() => {});
+        }
+        return false;
+      }
+    };
+    let done = await attempt();
+    for (let i = 0; !done && i < 3; i++) done = await attempt();
+    if (done) {
+      this.#unrecorded.delete(k);
+      return;
+    }
+    const retry = () =>
+      attempt().then((ok) => {
+        if (ok) this.#unrecorded.delete(k);
+        else setTimeout(retry, 500);
+      });
+    setTimeout(retry, 500);
   }
 
   list(
@@ -478,7 +588,7 @@ export class ClusterNode implements EntityRouter {
   ): { name: string; owner: string; createdAt: string }[] {
     const prefix = query.prefix ?? "";
     return this.ownership.list(type)
-      .filter((e) => e.entity.name.startsWith(prefix))
+      .filter((e) => e.state !== "claimed" && e.entity.name.startsWith(prefix))
       .filter((e) => query.after === undefined || e.entity.name > query.after)
       .sort((a, b) => a.entity.name < b.entity.name ? -1 : a.entity.name > b.entity.name ? 1 : 0)
       .slice(0, query.limit)
@@ -600,7 +710,12 @@ export class ClusterNode implements EntityRouter {
       console.log(`cluster: taking ${k} over at epoch ${entry.epoch} (${entry.moved})`);
     }
     const prepare = this.#prepare(entry)
-      .catch((err) => console.error(`cluster: preparing ${k} failed: ${err}`))
+      .catch((err) => {
+        // It cannot serve what it could not prepare (its store refuses writes, say): another
+        // in-sync replica may.
+        console.error(`cluster: preparing ${k} failed: ${err}`);
+        return this.#resign(entity, "its take-over failed");
+      })
       .finally(() => {
         this.#paused.delete(k);
         this.#preparing.delete(k);
@@ -643,7 +758,7 @@ export class ClusterNode implements EntityRouter {
     const entry = this.ownership.get(entity);
     const member = this.membership.member(target);
     if (!entry || entry.owner !== this.#config.nodeId || !member) return false;
-    if (!entry.isr.some((m) => m.node === target)) return false;
+    if (!entry.isr.some((m) => m.node === target) || member.storeUp === false) return false;
     this.#paused.add(k);
     try {
       const until = Date.now() + timeoutMs;

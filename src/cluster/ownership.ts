@@ -48,6 +48,14 @@ export interface InSyncReplica {
 /** Why an entity last changed owner. */
 export type MoveReason = "create" | "handover" | "failover";
 
+/**
+ * Where an entity is in its life: `claimed` when a node took the name for a create that its
+ * owner has not made yet (it is not listed, and the owner gives the name back if the create
+ * fails), `live` once the owner made it. Absent in records written before the state existed:
+ * live.
+ */
+export type EntityState = "claimed" | "live";
+
 /** Who holds an entity. */
 export interface Assignment {
   /** Node id of the owner: the one node that writes the entity. */
@@ -64,6 +72,8 @@ export interface Assignment {
   epoch: number;
   /** Why the owner last changed. */
   moved?: MoveReason;
+  /** Claimed or live (absent: live). */
+  state?: EntityState;
   /** The entity's configuration, when the creator stores it here. */
   config?: unknown;
 }
@@ -126,6 +136,7 @@ function encode(next: Assignment, czxid: number): Uint8Array {
     isr: next.isr,
     epoch: next.epoch - czxid,
     moved: next.moved,
+    state: next.state,
     config: next.config,
   };
   return jsonData(stored);
@@ -214,13 +225,14 @@ export class Ownership {
   /** Creates the entity with this node (in its current session) as the owner. */
   claim(
     entity: EntityRef,
-    opts: { replicas: string[]; config?: unknown; ownerStore?: string },
+    opts: { replicas: string[]; config?: unknown; ownerStore?: string; state?: EntityState },
   ): Promise<EntityEntry> {
     return this.create(entity, {
       owner: this.#nodeId,
       ownerSession: this.#zk.sessionId,
       ownerStore: opts.ownerStore ?? "",
       replicas: opts.replicas,
+      state: opts.state,
       config: opts.config,
     });
   }
@@ -347,6 +359,7 @@ export class Ownership {
       isr,
       epoch: current.epoch + 1,
       moved: opts.reason ?? "failover",
+      state: current.state,
       config: current.config,
     }, opts.guard);
   }

@@ -28,6 +28,7 @@ import { Buffer } from "node:buffer";
 import type { Redis } from "ioredis";
 import grpc from "@grpc/grpc-js";
 import { BrokerError } from "../broker/errors.ts";
+import { PerKey } from "../serial.ts";
 import type { EntityRef } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
 import type { ReplicationRecord } from "./record.ts";
@@ -141,7 +142,7 @@ export class ReplicationServer {
   readonly #server: grpc.Server;
   readonly #opts: ReplicationServerOptions;
   /** Serializes work per entity across every stream. */
-  #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new PerKey();
   #port = 0;
   /** Per entity, the position its last clean apply left (trusted for the next batch only). */
   readonly #positions = new Map<string, KnownPosition>();
@@ -276,15 +277,7 @@ export class ReplicationServer {
   }
 
   #locked<T>(entity: EntityRef, run: () => Promise<T>): Promise<T> {
-    const key = entityKey(entity);
-    const before = this.#locks.get(key) ?? Promise.resolve();
-    const result = before.then(run, run);
-    const tail = result.catch(() => {});
-    this.#locks.set(key, tail);
-    tail.then(() => {
-      if (this.#locks.get(key) === tail) this.#locks.delete(key);
-    });
-    return result;
+    return this.#locks.run(entityKey(entity), run);
   }
 
   #replicate(call: grpc.ServerDuplexStream<WireBatch, WireAck>): void {

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { EntityRef } from "../../broker/keys.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
-import { serveOnOwner } from "../middleware/owner_routing.ts";
+import { type OwnerCallOptions, serveHere, serveOnOwner } from "../middleware/owner_routing.ts";
 import type { EntityRouter } from "../routing.ts";
 
 const DELETE_PATH = /\/admin\/queue_topic\/delete\/([^/]+)$/;
@@ -48,15 +48,16 @@ export function compatRouteToOwner(router: EntityRouter | undefined): Middleware
       if (type && typeof body?.name === "string") entity = { type, name: body.name };
     }
     if (!entity) return next();
-    if (forwardedOf(c)) {
-      await router.ready(entity);
-      return next();
-    }
-    return await serveOnOwner(c, next, router, entity, {
+    const opts: OwnerCallOptions = {
       create: path.endsWith("/admin/queue_topic/create/"),
       created: successFlag,
       deleted: del ? successFlag : undefined,
       request,
-    });
+    };
+    if (forwardedOf(c)) {
+      c.res = await serveHere(c, next, router, entity, opts);
+      return;
+    }
+    return await serveOnOwner(c, next, router, entity, opts);
   };
 }

@@ -27,19 +27,29 @@ export function entityOfPath(path: string): EntityRef | null {
 /**
  * In a cluster, serves a request about an entity on the node that owns it: here, or forwarded
  * over gRPC with the caller this node authenticated. Creates take the name cluster-wide first;
- * a failed create gives it back and a delete forgets it. Listings come from the cluster-wide
+ * the owner makes the entity live, or gives the name back when the create failed, and removes
+ * its record after a delete (EntityRouter.lifecycle). Listings come from the cluster-wide
  * ownership records. A request another node forwarded is always served here (never forwarded
  * again): if this node is no longer the owner, the store refuses it with 503.
  */
 export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const path = c.req.path;
-    if (forwardedOf(c)) {
-      const entity = entityOfPath(path);
-      if (entity) await router.ready(entity);
-      return next();
-    }
     const method = c.req.method;
+    const entity = entityOfPath(path);
+    const root = entity !== null && ENTITY_PATH.exec(path)?.[3] === undefined &&
+      !TASK_PATH.test(path);
+    const opts: OwnerCallOptions = {
+      create: root && method === "PUT",
+      deleted: root && method === "DELETE"
+        ? (res) => Promise.resolve(res.status === 204)
+        : undefined,
+    };
+    if (forwardedOf(c)) {
+      if (!entity) return next();
+      c.res = await serveHere(c, next, router, entity, opts);
+      return;
+    }
     const list = LIST_PATH.exec(path);
     if (list && method === "GET") {
       const query = ListQuery.safeParse(c.req.query());
@@ -50,15 +60,8 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
       const page = items.slice(0, query.data.limit);
       return c.json({ [list[1]]: page, next: more ? page[page.length - 1].name : null }, 200);
     }
-    const entity = entityOfPath(path);
     if (!entity) return next();
-    const root = ENTITY_PATH.exec(path)?.[3] === undefined && !TASK_PATH.test(path);
-    return await serveOnOwner(c, next, router, entity, {
-      create: root && method === "PUT",
-      deleted: root && method === "DELETE"
-        ? (res) => Promise.resolve(res.status === 204)
-        : undefined,
-    });
+    return await serveOnOwner(c, next, router, entity, opts);
   };
 }
 
@@ -67,8 +70,8 @@ export interface OwnerCallOptions {
   /** The request creates the entity (its name is taken cluster-wide first). */
   create: boolean;
   /**
-   * For a request that may delete the entity: whether the answer says it is gone (its ownership
-   * record is then removed). Absent for every other request, whose answer is then not copied.
+   * For a request that may delete the entity: whether the answer says it is gone (the owner
+   * then removes its ownership record). Absent for every other request.
    */
   deleted?: (res: Response) => Promise<boolean>;
   /** Whether the answer says the create succeeded (default: a 2xx status). */
@@ -87,8 +90,7 @@ export const OWNER_HEADER = "momd-owner";
 
 /**
  * Serves a request about `entity` on its owner: here (after catching up with ZooKeeper) or
- * forwarded with the authenticated caller. Gives a claimed name back when the create failed and
- * forgets a deleted entity. The answer names the owner (OWNER_HEADER).
+ * forwarded with the authenticated caller. The answer names the owner (OWNER_HEADER).
  */
 export async function serveOnOwner(
   c: Context<AppEnv>,
@@ -104,9 +106,7 @@ export async function serveOnOwner(
   );
   let res: Response;
   if (route.here) {
-    await router.ready(entity);
-    await next();
-    res = c.res;
+    res = await serveHere(c, next, router, entity, opts);
   } else {
     const request = opts.request ?? c.req.raw;
     // A long poll ends on the owner too when its client goes away (no messages taken for
@@ -117,8 +117,30 @@ export async function serveOnOwner(
     res.headers.append("via", `1.1 ${router.nodeId}`);
   }
   res.headers.set(OWNER_HEADER, route.owner);
-  const created = opts.created ?? ((r: Response) => Promise.resolve(r.status < 300));
-  if (route.claimed && !(await created(res.clone()))) await router.createFailed(entity);
-  if (opts.deleted && await opts.deleted(res.clone())) await router.deleted(entity);
   if (!route.here) return res;
+  c.res = res;
+}
+
+/**
+ * Serves a request about an entity this node owns (or was forwarded): once it caught up with
+ * ZooKeeper; a create or a delete through the owner's lifecycle (EntityRouter.lifecycle).
+ */
+export async function serveHere(
+  c: Context<AppEnv>,
+  next: Next,
+  router: EntityRouter,
+  entity: EntityRef,
+  opts: OwnerCallOptions,
+): Promise<Response> {
+  await router.ready(entity);
+  const handle = async () => {
+    await next();
+    return c.res;
+  };
+  if (opts.create) {
+    const created = opts.created ?? ((r: Response) => Promise.resolve(r.status < 300));
+    return await router.lifecycle(entity, "create", handle, created);
+  }
+  if (opts.deleted) return await router.lifecycle(entity, "delete", handle, opts.deleted);
+  return await handle();
 }
