@@ -368,13 +368,7 @@ export class ClusterNode implements EntityRouter {
       const owned = this.ownership.list()
         .filter((e) => e.owner === this.#config.nodeId && e.ownerSession !== "");
       if (owned.length === 0) return;
-      const results = await Promise.allSettled(
-        owned.map((e) =>
-          this.ownership.update(e.entity, e.version, { ...e, ownerSession: "" }).then(() => {
-            console.log(`cluster: resigned ${key(e.entity)} (${why})`);
-          })
-        ),
-      );
+      const results = await Promise.allSettled(owned.map((e) => this.#resignOnce(e, why)));
       for (const [i, r] of results.entries()) {
         if (r.status === "rejected") {
           // Moved on meanwhile: read it again; the next round resigns it if still ours.
