@@ -254,6 +254,25 @@ export class Workload {
     return [...this.statuses].sort().map(([k, v]) => `${k}: ${v}`).join(", ");
   }
 
+  /** Records one send or publish attempt: its answer, or (none) a network error or timeout. */
+  #attempted(
+    kind: SendAttempt["kind"],
+    target: string,
+    startedAt: number,
+    res?: { status: number; headers: Headers },
+  ): void {
+    this.#count(`${kind} ${res ? res.status : "error"}`);
+    this.attempts.push({
+      kind,
+      target,
+      startedAt,
+      doneAt: Date.now(),
+      status: res?.status ?? 0,
+      ok: res?.status === 201,
+      owner: res?.headers.get("momd-owner") ?? undefined,
+    });
+  }
+
   #count(kind: string): void {
     this.statuses.set(kind, (this.statuses.get(kind) ?? 0) + 1);
   }
@@ -286,16 +305,7 @@ export class Workload {
           body,
           SEND_TIMEOUT_MS,
         );
-        this.#count(`send ${res.status}`);
-        this.attempts.push({
-          kind: "send",
-          target: queue,
-          startedAt,
-          doneAt: Date.now(),
-          status: res.status,
-          ok: res.status === 201,
-          owner: res.headers.get("momd-owner") ?? undefined,
-        });
+        this.#attempted("send", queue, startedAt, res);
         if (res.status === 201) {
           const ids = (JSON.parse(res.text).messages as { id: string }[]).map((m) => m.id);
           bodies.forEach((b, i) => history.acknowledged(queue, b, ids[i]));
@@ -308,15 +318,7 @@ export class Workload {
         const retryAfter = Number(res.headers.get("retry-after"));
         if (Number.isFinite(retryAfter) && retryAfter > 0) wait = Math.min(retryAfter * 1000, 2000);
       } catch {
-        this.#count("send error");
-        this.attempts.push({
-          kind: "send",
-          target: queue,
-          startedAt,
-          doneAt: Date.now(),
-          status: 0,
-          ok: false,
-        });
+        this.#attempted("send", queue, startedAt);
       }
       if (Date.now() + wait > giveUp) return; // indeterminate: it may be stored
       await sleep(wait);
@@ -341,16 +343,7 @@ export class Workload {
           { messages: bodies.map((b) => ({ body: b })) },
           SEND_TIMEOUT_MS,
         );
-        this.#count(`publish ${res.status}`);
-        this.attempts.push({
-          kind: "publish",
-          target: topic,
-          startedAt,
-          doneAt: Date.now(),
-          status: res.status,
-          ok: res.status === 201,
-          owner: res.headers.get("momd-owner") ?? undefined,
-        });
+        this.#attempted("publish", topic, startedAt, res);
         if (res.status === 201) {
           const ids = (JSON.parse(res.text).messages as { id: string }[]).map((m) => m.id);
           for (const t of subs) {
@@ -364,15 +357,7 @@ export class Workload {
         // Anything else: unknown outcome, never retried (a retry could store a second copy).
         if (res.status !== 201) await sleep(res.status === 503 ? 500 : 200);
       } catch {
-        this.#count("publish error");
-        this.attempts.push({
-          kind: "publish",
-          target: topic,
-          startedAt,
-          doneAt: Date.now(),
-          status: 0,
-          ok: false,
-        });
+        this.#attempted("publish", topic, startedAt);
         await sleep(200);
       }
       await sleep(this.#o.paceMs);
