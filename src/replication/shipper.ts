@@ -251,6 +251,10 @@ export class Shipper implements RecordSink {
     for (const link of this.#links.values()) {
       if (!replicas.includes(link.id)) link.entities.delete(key);
     }
+    // Nothing to wait for (one copy is enough, no in-sync replica): no waiter, no timer.
+    if (this.#o.minInSyncReplicas === 1 && this.#required(record.entity).length === 0) {
+      return this.#settle(record);
+    }
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
         record,
