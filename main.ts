@@ -5,8 +5,10 @@ import type { Config } from "./src/config/schema.ts";
 import { UserStore } from "./src/auth/users.ts";
 import { TokenService, watchUserChanges } from "./src/auth/tokens.ts";
 import { RedisRateLimiter } from "./src/auth/redis_rate_limiter.ts";
+import { rateLimitOf } from "./src/auth/rate_limit.ts";
 import { Store } from "./src/broker/store.ts";
 import { StoreGuard } from "./src/broker/store_guard.ts";
+import { MemoryWatch } from "./src/broker/memory.ts";
 import { Notifier } from "./src/broker/notifier.ts";
 import { QueueService } from "./src/broker/queues.ts";
 import { TopicService } from "./src/broker/topics.ts";
@@ -48,15 +50,21 @@ export async function startNode(config: Config): Promise<RunningNode> {
   const userEvents = connectRedis(config.usersRedisUrl, `momd-${config.nodeId}-events`, lazy);
   await Promise.all([local.connect(), usersRedis.connect(), userEvents.connect()]);
 
-  const users = new UserStore(usersRedis, { hashCost: config.passwordHashCost });
+  const users = new UserStore(usersRedis, {
+    hashCost: config.passwordHashCost,
+    hashConcurrency: config.passwordHashConcurrency,
+  });
   const tokens = new TokenService(users, {
     secret: config.jwtSecret,
     ttlSeconds: config.tokenTtlSeconds,
   });
   await watchUserChanges(userEvents, tokens);
   const limiter = new RedisRateLimiter(usersRedis, {
-    perMinute: config.rateLimitPerMinute,
+    defaultLimit: rateLimitOf(config.rateLimitPerSecond, config.rateLimitBurst),
+    maxDelayMs: config.rateLimitMaxDelayMs,
     loginFailuresPerMinute: config.loginFailuresPerMinute,
+    loginFailuresPerAddressPerMinute: config.loginFailuresPerAddressPerMinute,
+    loginFailuresClusterPerMinute: config.loginFailuresClusterPerMinute,
   });
 
   // In a cluster, ZooKeeper decides who writes what: the store writes with the ownership epoch
@@ -75,7 +83,10 @@ export async function startNode(config: Config): Promise<RunningNode> {
     intervalMs: config.backupIntervalMs,
   });
   let guard: StoreGuard | undefined;
+  // The memory alarm samples the store over the store's connection (see memory.ts).
+  const memory = new MemoryWatch(local, { highWatermark: config.memoryHighWatermark });
   const store = await Store.open(local, {
+    admitChange: (op, args) => memory.admit(op, args),
     sink: backup.recordSink(cluster?.sink ?? localOnlySink), // delete records drop backups
     epochOf: cluster ? (e) => cluster.epochOf(e) : undefined,
     onLost: () => cluster ? cluster.storeLost() : guard?.reportLost(),
@@ -108,6 +119,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     });
     guard.start();
   }
+  await memory.start();
   const notifier = new Notifier();
   const queues = new QueueService(store, notifier, {
     serves: cluster ? (name) => cluster.ownership.isWritable({ type: "queue", name }) : undefined,
@@ -132,6 +144,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     topics,
     requests,
     router: cluster,
+    memory: () => memory.status(),
     readiness: async () => ({
       localRedis: await ping(local),
       usersRedis: await ping(usersRedis),
@@ -167,6 +180,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
       // 3. Leave: the controller election and membership; forwarded requests finish.
       await cluster?.leave();
       await guard?.stop();
+      await memory.stop();
       queues.close();
       await limiter.close();
     })();

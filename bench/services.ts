@@ -237,15 +237,16 @@ export async function bringUpMomd(
   const password = `bench-${crypto.randomUUID()}`;
   let lastError = "";
   for (let attempt = 0; attempt < 5; attempt++) {
-    // Ports 2191+offset ... 9089+offset stay below the ephemeral range free ports come from.
-    const offset = 12_000 + Math.floor(Math.random() * 7_000);
+    // Ports 8061+offset ... 8099+offset stay below the ephemeral range free ports come from;
+    // offsets are multiples of 100 (scripts/local_cluster.ts).
+    const offset = 100 * (120 + Math.floor(Math.random() * 70));
     const env: Record<string, string> = {
       MOMD_DEV_STATE_DIR: stateDir,
       MOMD_DEV_PORT_OFFSET: String(offset),
       MOMD_DEV_NODES: String(nodes),
       MOMD_ADMIN_USERNAME: "admin",
       MOMD_ADMIN_PASSWORD: password,
-      MOMD_RATE_LIMIT_PER_MINUTE: "1000000000",
+      MOMD_RATE_LIMIT_PER_SECOND: "1000000",
       NO_COLOR: "1",
     };
     const run = async (command: string) => {

@@ -10,7 +10,9 @@
  * 127.0.0.1:8080 in front of them. With MOMD_DEV_NODES=1, one node serves the API itself on
  * 127.0.0.1:8080 beside its Redis, the users Redis and the backup Redis. Other settings:
  *   MOMD_DEV_STATE_DIR    where the state lives (default: .momd in the repository)
- *   MOMD_DEV_PORT_OFFSET  added to every port (default 0), to run a second copy beside the first
+ *   MOMD_DEV_PORT_OFFSET  added to every port (default 0), to run a second copy beside the first;
+ *                         a multiple of 100, since one copy's ports lie in 8061..8099 (PORTS)
+ *   MOMD_DEV_REDIS_MAXMEMORY  maxmemory of each node's own Redis (default 512mb)
  *   MOMD_ADMIN_USERNAME, MOMD_ADMIN_PASSWORD, MOMD_JWT_SECRET   used when set; otherwise
  *                         generated once and kept in <state>/secrets.env (mode 0600)
  * Any other MOMD_* setting in the environment reaches the nodes unchanged.
@@ -19,8 +21,10 @@
 import { BINARY_PERMISSIONS } from "./compile.ts";
 import { renderLocalNginxConf } from "./nginx_conf.ts";
 import {
+  httpRequest,
   lastLines,
   nginxBinary,
+  NODE_REDIS_MAXMEMORY,
   redisServerArgs,
   ROOT,
   sleep,
@@ -34,11 +38,29 @@ const ZOOKEEPER_LOGGING_JARS = [
 /** Address NGINX connects to the nodes from: the one proxy whose X-Forwarded-For they believe. */
 const PROXY_ADDRESS = "127.0.0.10";
 
+/**
+ * The ports of one copy at offset 0, all within one block of 100 (8061..8099): copies whose
+ * offsets are different multiples of 100 never share a port. Nodes are numbered from 0.
+ */
+export const PORTS = {
+  /** NGINX, or the single node itself. */
+  entry: 8080,
+  nodeHttp: (i: number) => 8081 + i,
+  nodeGrpc: (i: number) => 8091 + i,
+  nodeRedis: (i: number) => 8061 + i,
+  usersRedis: 8071,
+  backupRedis: 8072,
+  zookeeper: 8075,
+} as const;
+
+/** Offsets are whole blocks, so that two copies cannot overlap. */
+export const PORT_OFFSET_STEP = 100;
+
 /** How a service shows it is ready. */
 type Readiness =
   | { kind: "redis"; port: number }
   | { kind: "zookeeper"; port: number }
-  | { kind: "http"; url: string };
+  | { kind: "http"; port: number; path: string };
 
 /** One background process of the local broker. */
 interface Service {
@@ -63,38 +85,44 @@ interface Service {
 }
 
 /** What `up` chose, kept in <state>/cluster.json so `down` and `status` find the same services. */
-interface LayoutOptions {
+export interface LayoutOptions {
   nodes: number;
   portOffset: number;
+  /** maxmemory of each node's own Redis (redis-server syntax: "512mb"). */
+  redisMaxmemory?: string;
 }
 
-interface Secrets {
+/** The secrets every node of the local broker shares. */
+export interface Secrets {
   jwtSecret: string;
   clusterSecret: string;
   adminUsername: string;
   adminPassword: string;
 }
 
-interface Layout {
+/** The services of a local broker and where clients reach it. */
+export interface Layout {
   stateDir: string;
   /** The URL clients use. */
   entry: string;
+  /** Its port (on 127.0.0.1). */
+  entryPort: number;
   services: Service[];
 }
 
 /** The services of a local broker with `nodes` nodes, in start order. */
-function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): Layout {
+export function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): Layout {
   const p = (port: number) => port + opts.portOffset;
   const cluster = opts.nodes > 1;
   const services: Service[] = [];
-  const redis = (name: string, port: number): string => {
+  const redis = (name: string, port: number, maxmemory?: string): string => {
     const dir = `${stateDir}/data/${name}`;
     services.push({
       name,
       kind: "redis",
       stage: 1,
       listens: [{ port, what: "redis" }],
-      command: ["redis-server", ...redisServerArgs(port, dir)],
+      command: ["redis-server", ...redisServerArgs(port, dir, { maxmemory })],
       prepare: () => Deno.mkdir(dir, { recursive: true }),
       ready: { kind: "redis", port },
       readyTimeoutMs: 20_000,
@@ -105,13 +133,16 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
   };
 
   const nodeIds = Array.from({ length: opts.nodes }, (_, i) => `node${i + 1}`);
-  const localRedis = nodeIds.map((id, i) => redis(`redis-${id}`, p(6381 + i)));
-  const usersRedis = redis("redis-users", p(6391));
-  const backupRedis = redis("redis-backup", p(6392));
+  // Each node's own store is bounded; the users and backup Redis are not (the memory alarm
+  // watches only a node's own store).
+  const maxmemory = opts.redisMaxmemory ?? NODE_REDIS_MAXMEMORY;
+  const localRedis = nodeIds.map((id, i) => redis(`redis-${id}`, p(PORTS.nodeRedis(i)), maxmemory));
+  const usersRedis = redis("redis-users", p(PORTS.usersRedis));
+  const backupRedis = redis("redis-backup", p(PORTS.backupRedis));
 
   let zookeeper: string | undefined;
   if (cluster) {
-    const port = p(2191);
+    const port = p(PORTS.zookeeper);
     const conf = `${stateDir}/zookeeper`;
     zookeeper = `127.0.0.1:${port}`;
     services.push({
@@ -153,10 +184,10 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
     });
   }
 
-  const nodeHttp = (i: number) => p(cluster ? 8081 + i : 8080);
+  const nodeHttp = (i: number) => p(cluster ? PORTS.nodeHttp(i) : PORTS.entry);
   nodeIds.forEach((id, i) => {
     const http = `127.0.0.1:${nodeHttp(i)}`;
-    const grpc = `127.0.0.1:${p(9081 + i)}`;
+    const grpc = `127.0.0.1:${p(PORTS.nodeGrpc(i))}`;
     const env: Record<string, string> = {
       MOMD_NODE_ID: id,
       MOMD_HTTP_LISTEN: http,
@@ -179,10 +210,13 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
       name: id,
       kind: "node",
       stage: 3,
-      listens: [{ port: nodeHttp(i), what: "http" }, { port: p(9081 + i), what: "grpc" }],
+      listens: [
+        { port: nodeHttp(i), what: "http" },
+        { port: p(PORTS.nodeGrpc(i)), what: "grpc" },
+      ],
       command: [Deno.execPath(), "run", ...BINARY_PERMISSIONS, `${ROOT}/main.ts`, "serve"],
       env,
-      ready: { kind: "http", url: `http://${http}/readyz` },
+      ready: { kind: "http", port: nodeHttp(i), path: "/readyz" },
       readyTimeoutMs: 120_000,
       identity: [`${ROOT}/main.ts`, "serve"],
       // The node drains for at most 15 s after SIGTERM.
@@ -191,11 +225,11 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
     });
   });
 
-  let entry = `http://127.0.0.1:${nodeHttp(0)}`;
+  let entryPort = nodeHttp(0);
   if (cluster) {
-    const port = p(8080);
+    const port = p(PORTS.entry);
     const prefix = `${stateDir}/nginx/`;
-    entry = `http://127.0.0.1:${port}`;
+    entryPort = port;
     services.push({
       name: "nginx",
       kind: "nginx",
@@ -224,13 +258,13 @@ function localLayout(stateDir: string, opts: LayoutOptions, secrets: Secrets): L
         });
         await Deno.writeTextFile(`${prefix}nginx.conf`, conf);
       },
-      ready: { kind: "http", url: `${entry}/healthz` },
+      ready: { kind: "http", port, path: "/healthz" },
       readyTimeoutMs: 20_000,
       identity: ["nginx", prefix],
       stopTimeoutMs: 10_000,
     });
   }
-  return { stateDir, entry, services };
+  return { stateDir, entry: `http://127.0.0.1:${entryPort}`, entryPort, services };
 }
 
 // ---- state files ------------------------------------------------------------------------------
@@ -247,6 +281,31 @@ function intFromEnv(name: string, fallback: number, min: number, max: number): n
     throw new UsageError(`${name}: expected an integer from ${min} to ${max}, got '${raw}'`);
   }
   return value;
+}
+
+/** MOMD_DEV_PORT_OFFSET: whole blocks of PORT_OFFSET_STEP, so that copies never share a port. */
+function portOffsetFromEnv(): number {
+  const offset = intFromEnv("MOMD_DEV_PORT_OFFSET", 0, 0, 50_000);
+  if (offset % PORT_OFFSET_STEP !== 0) {
+    const below = offset - (offset % PORT_OFFSET_STEP);
+    throw new UsageError(
+      `MOMD_DEV_PORT_OFFSET: must be a multiple of ${PORT_OFFSET_STEP} (each copy uses ports ` +
+        `${PORTS.nodeRedis(0)}-${PORTS.nodeGrpc(8)} plus its offset), got ${offset}; e.g. ` +
+        `${below} or ${below + PORT_OFFSET_STEP}`,
+    );
+  }
+  return offset;
+}
+
+function redisMaxmemoryFromEnv(): string {
+  const raw = Deno.env.get("MOMD_DEV_REDIS_MAXMEMORY");
+  if (raw === undefined || raw === "") return NODE_REDIS_MAXMEMORY;
+  if (!/^[1-9]\d*(b|kb|mb|gb)?$/i.test(raw)) {
+    throw new UsageError(
+      `MOMD_DEV_REDIS_MAXMEMORY: expected a size like 512mb or 2gb, got '${raw}'`,
+    );
+  }
+  return raw;
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -370,11 +429,9 @@ async function spawn(stateDir: string, s: Service): Promise<Deno.ChildProcess> {
 
 async function probe(r: Readiness): Promise<boolean> {
   try {
-    if (r.kind === "http") {
-      const res = await fetch(r.url, { signal: AbortSignal.timeout(2_000) });
-      await res.body?.cancel();
-      return res.status === 200;
-    }
+    // Not fetch: it refuses the Fetch standard's "bad ports" (10080, ...), which an offset can
+    // land on, and would report a running service as not ready.
+    if (r.kind === "http") return (await httpRequest(r.port, r.path)).status === 200;
     const [send, expect] = r.kind === "redis" ? ["PING\r\n", "+PONG"] : ["ruok", "imok"];
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: r.port });
     try {
@@ -495,7 +552,8 @@ async function openLayout(forUp: boolean): Promise<Layout> {
   const saved = await readJson<LayoutOptions>(`${stateDir}/cluster.json`);
   const asked: LayoutOptions = {
     nodes: intFromEnv("MOMD_DEV_NODES", 3, 1, 9),
-    portOffset: intFromEnv("MOMD_DEV_PORT_OFFSET", 0, 0, 50_000),
+    portOffset: portOffsetFromEnv(),
+    redisMaxmemory: redisMaxmemoryFromEnv(),
   };
   const secrets = await loadSecrets(stateDir);
   if (forUp && saved && (saved.nodes !== asked.nodes || saved.portOffset !== asked.portOffset)) {
@@ -528,12 +586,13 @@ async function printLogin(layout: Layout): Promise<void> {
   const body = JSON.stringify({ username, password });
   let loginStatus = 0;
   try {
-    const res = await fetch(`${layout.entry}/v1/auth/token`, {
+    // Not fetch, which refuses some ports (see probe).
+    const res = await httpRequest(layout.entryPort, "/v1/auth/token", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body,
+      timeoutMs: 10_000,
     });
-    await res.body?.cancel();
     loginStatus = res.status;
   } catch {
     // reported below

@@ -34,7 +34,7 @@ Deno.test({
           MOMD_ADMIN_USERNAME: ADMIN.username,
           MOMD_ADMIN_PASSWORD: ADMIN.password,
           MOMD_PASSWORD_HASH_COST: "10",
-          MOMD_RATE_LIMIT_PER_MINUTE: "1000000000",
+          MOMD_RATE_LIMIT_PER_SECOND: "1000000",
         },
       });
       const opts = parseOptions([

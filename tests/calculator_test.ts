@@ -8,7 +8,7 @@ import { TopicService } from "../src/broker/topics.ts";
 import { createGateway, ensureQueues } from "../examples/calculator/gateway.ts";
 import { MomdClient } from "../examples/calculator/momd.ts";
 import { findService } from "../examples/calculator/services.ts";
-import { startWorker, type Worker } from "../examples/calculator/worker.ts";
+import { startWorker, work, type Worker } from "../examples/calculator/worker.ts";
 import { startTestApi } from "./support/node.ts";
 
 /**
@@ -24,6 +24,7 @@ async function serveMomd() {
       trustedProxies: [],
       loginFailuresPerMinute: 1000,
       nodeId: "t",
+      rateLimitPerSecond: 0,
     },
     users: api.users,
     tokens: api.tokens,
@@ -155,11 +156,26 @@ Deno.test("calculator: requests queued while the workers are down are answered o
       assert.equal(short.body.status, "queued");
       expiring = short.body.task_id;
 
-      const read = await call(gateway, "GET", `/task/${queued[0].taskId}?client_id=alice`);
-      assert.equal(read.status, 200);
-      assert.equal(read.body.status, "pending");
-      assert.equal(read.body.response, null);
-      assert.equal(typeof read.body.timestamp, "string");
+      // A gateway whose wait reaches the deadline: the request expired, it was not processed.
+      const expired = await call(patient, "POST", "/request", {
+        client_id: "alice",
+        service_name: "sum",
+        payload: { parameter_a: 1, parameter_b: 1 },
+        time_to_live_seconds: 1,
+      });
+      assert.equal(expired.status, 200, JSON.stringify(expired.body));
+      assert.equal(expired.body.status, "expired", JSON.stringify(expired.body));
+      assert.equal(expired.body.processed_immediately, false);
+      assert.equal(expired.body.response, null);
+      assert.match(expired.body.error, /time_to_live_seconds/);
+      const read = await call(gateway, "GET", `/task/${expired.body.task_id}?client_id=alice`);
+      assert.equal(read.body.status, "expired");
+
+      const pending = await call(gateway, "GET", `/task/${queued[0].taskId}?client_id=alice`);
+      assert.equal(pending.status, 200);
+      assert.equal(pending.body.status, "pending");
+      assert.equal(pending.body.response, null);
+      assert.equal(typeof pending.body.timestamp, "string");
     });
 
     await t.step("a task is unknown to another client id, and garbage is unknown", async () => {
@@ -221,8 +237,44 @@ Deno.test("calculator: requests queued while the workers are down are answered o
       const read = await call(gateway, "GET", `/task/${res.body.task_id}?client_id=bob`);
       assert.equal(read.body.status, "completed");
     });
+
+    await t.step(
+      "a result JSON cannot hold (an overflow to Infinity) is a failed task",
+      async () => {
+        for (const [service, a, b] of [["multiplication", 1e308, 10], ["sum", 1e308, 1e308]]) {
+          const res = await call(patient, "POST", "/request", {
+            client_id: "bob",
+            service_name: service,
+            payload: { parameter_a: a, parameter_b: b },
+            time_to_live_seconds: 60,
+          });
+          assert.equal(res.status, 200);
+          assert.equal(res.body.status, "failed", JSON.stringify(res.body));
+          assert.equal(res.body.response, null);
+          assert.match(res.body.error, /not a finite number/);
+          assert.equal(res.body.processed_immediately, true);
+          const read = await call(gateway, "GET", `/task/${res.body.task_id}?client_id=bob`);
+          assert.equal(read.body.status, "failed");
+          assert.match(read.body.error, /not a finite number/);
+        }
+      },
+    );
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     await momd.close();
   }
+});
+
+Deno.test("calculator: a worker reports a result that is not a finite number as an error", () => {
+  const sum = findService("sum")!;
+  assert.deepEqual(work(sum, JSON.stringify({ parameter_a: 2, parameter_b: 3 })), {
+    result: '{"result":5}',
+  });
+  const overflow = work(
+    findService("multiplication")!,
+    '{"parameter_a":1e300,"parameter_b":1e300}',
+  );
+  assert.ok("error" in overflow && /Infinity/.test(overflow.error), JSON.stringify(overflow));
+  const nan = work({ ...sum, compute: () => NaN }, '{"parameter_a":1,"parameter_b":1}');
+  assert.ok("error" in nan && /NaN/.test(nan.error), JSON.stringify(nan));
 });

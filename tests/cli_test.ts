@@ -4,61 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { serveNode } from "./support/node.ts";
-import { commandPaths, runCli } from "../src/cli/mod.ts";
-import type { CliIo } from "../src/cli/io.ts";
+import { commandPaths } from "../src/cli/mod.ts";
+import { cliUser } from "./support/cli.ts";
 import { renderClusterStatus } from "../src/cli/commands/cluster.ts";
-
-interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-interface RunOptions {
-  stdin?: string;
-  env?: Record<string, string>;
-  stderrIsTerminal?: boolean;
-  interrupt?: AbortSignal;
-  /** Called with stdout so far after each write (to follow a running command). */
-  onStdout?: (all: string) => void;
-}
-
-/** A command-line user with its own config directory. */
-async function cliUser() {
-  const home = await Deno.makeTempDir({ prefix: "momd-cli-" });
-  const config = `${home}/config`;
-  async function run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
-    let stdout = "";
-    let stderr = "";
-    const env: Record<string, string> = { HOME: home, XDG_CONFIG_HOME: config, ...opts.env };
-    const io: Partial<CliIo> = {
-      stdout: (t) => {
-        stdout += t;
-        opts.onStdout?.(stdout);
-        return Promise.resolve();
-      },
-      stderr: (t) => {
-        stderr += t;
-        return Promise.resolve();
-      },
-      stdin: () => ReadableStream.from([new TextEncoder().encode(opts.stdin ?? "")]),
-      stdinIsTerminal: false,
-      stderrIsTerminal: opts.stderrIsTerminal ?? false,
-      env: (name) => env[name],
-      prompt: () => Promise.reject(new Error("no terminal in tests")),
-      promptSecret: () => Promise.reject(new Error("no terminal in tests")),
-      interrupted: () => opts.interrupt ?? new AbortController().signal,
-    };
-    const code = await runCli(args, io);
-    return { code, stdout, stderr };
-  }
-  return {
-    home,
-    credentialsFile: `${config}/momd/credentials.json`,
-    run,
-    close: () => Deno.remove(home, { recursive: true }),
-  };
-}
 
 function jsonLines(text: string): Record<string, unknown>[] {
   return text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
@@ -187,8 +135,10 @@ Deno.test("cli: login, queues, send from stdin, receive --ack, JSON, exit codes 
 
     await t.step("send from standard input: one message a line, batched by 100", async () => {
       const lines = Array.from({ length: 250 }, (_, i) => `line ${i + 1}`);
+      // Blank lines, also those of only spaces or tabs, are skipped (and not renumbered).
       const res = await admin.run(["queue", "send", "jobs"], {
-        stdin: lines.join("\n") + "\n\n",
+        stdin: lines.slice(0, 100).join("\n") + "\n   \n\t\n \r\n" + lines.slice(100).join("\n") +
+          "\n\n",
       });
       assert.equal(res.code, 0, res.stderr);
       assert.equal(res.stdout, "sent 250 messages to queue 'jobs'\n");
@@ -227,6 +177,15 @@ Deno.test("cli: login, queues, send from stdin, receive --ack, JSON, exit codes 
       const receipts = rows.slice(1).map((r) => r.split(/\s+/)[2]);
       const acked = await admin.run(["queue", "ack", "jobs", ...receipts]);
       assert.equal(acked.stdout, "acknowledged 3 message(s)\n");
+      // The receipts are stale now: exit 3 with and without --json.
+      const stale = await admin.run(["queue", "ack", "jobs", receipts[0]]);
+      assert.equal(stale.code, 3, stale.stderr);
+      assert.match(stale.stderr, /1 receipt\(s\) stale/);
+      const staleJson = await admin.run(["queue", "ack", "jobs", receipts[0], "--json"]);
+      assert.equal(staleJson.code, 3, "the exit code does not depend on --json");
+      assert.deepEqual(JSON.parse(staleJson.stdout).results.map((r: { ok: boolean }) => r.ok), [
+        false,
+      ]);
       const empty = await admin.run(["queue", "receive", "jobs"]);
       assert.equal(empty.code, 0);
       assert.equal(empty.stdout, "");
@@ -435,6 +394,42 @@ Deno.test("cli: topics — create, subscribe, publish, receive --ack", async () 
     assert.match(get.stdout, /\nSUBSCRIPTION +POSITION +LAG/);
     const peek = await user.run(["topic", "peek", "events", "--json"]);
     assert.equal(JSON.parse(peek.stdout).messages.length, 2);
+
+    // Seek: back to 0; past the end is clamped, and the command says so.
+    const back = await user.run(["topic", "seek", "events", "audit", "--offset", "0"]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.match(back.stdout, /^moved subscription 'audit' of topic 'events' to offset 0;/);
+    assert.doesNotMatch(back.stdout, /outside/);
+    const past = await user.run(["topic", "seek", "events", "audit", "--offset", "99"]);
+    assert.equal(past.code, 0, past.stderr);
+    assert.match(past.stdout, /to offset 2 \(offset 99 is outside the retained messages/);
+    const pastJson = await user.run([
+      "topic",
+      "seek",
+      "events",
+      "audit",
+      "--offset",
+      "99",
+      "--json",
+    ]);
+    assert.deepEqual(JSON.parse(pastJson.stdout), {
+      position: 2,
+      dropped: 0,
+      requestedOffset: 99,
+      clamped: true,
+    });
+    const byTime = await user.run([
+      "topic",
+      "seek",
+      "events",
+      "audit",
+      "--time",
+      "2000-01-01T00:00:00Z",
+      "--json",
+    ]);
+    assert.equal(JSON.parse(byTime.stdout).position, 0);
+    assert.equal(JSON.parse(byTime.stdout).clamped, false);
+    assert.equal((await user.run(["topic", "seek", "events", "audit"])).code, 2);
     assert.equal((await user.run(["topic", "list", "--json"])).code, 0);
     assert.equal((await user.run(["topic", "unsubscribe", "events", "audit"])).code, 0);
     assert.equal((await user.run(["topic", "delete", "events"])).code, 0);
@@ -475,13 +470,37 @@ Deno.test("cli: users — create, list, passwd, delete", async () => {
     const oneLine = await bob.run(["user", "passwd", "--password-stdin"], { stdin: "only-one\n" });
     assert.equal(oneLine.code, 2);
 
+    // Cluster status is for admins.
+    const status = await bob.run(["cluster", "status"]);
+    assert.equal(status.code, 3);
+    assert.match(status.stderr, /403 forbidden/);
+    assert.equal((await admin.run(["cluster", "status", "--json"])).code, 0);
+
+    // MOMD_TOKEN overrides the saved login, and the messages say which token was used.
+    const adminToken = JSON.parse(await Deno.readTextFile(admin.credentialsFile)).token;
+    const asAdmin = await bob.run(["whoami"], { env: { MOMD_TOKEN: adminToken } });
+    assert.equal(asAdmin.code, 0, asAdmin.stderr);
+    assert.match(asAdmin.stdout, /user: +admin\n/);
+    assert.match(asAdmin.stdout, /token from: +MOMD_TOKEN/);
+    assert.match(asAdmin.stdout, /token expires: +\d{4}-/);
+    const saved = await bob.run(["whoami", "--json"]);
+    assert.equal(JSON.parse(saved.stdout).tokenFrom, bob.credentialsFile);
+
+    const bobToken = JSON.parse(await Deno.readTextFile(bob.credentialsFile)).token;
     const reset = await admin.run(["user", "passwd", "bob", "--password-stdin"], {
       stdin: "bob-password-3\n",
     });
     assert.equal(reset.code, 0, reset.stderr);
     const revoked = await bob.run(["whoami"]);
     assert.equal(revoked.code, 3);
-    assert.match(revoked.stderr, /revoked/);
+    assert.match(revoked.stderr, /your token was revoked/);
+    const revokedEnv = await admin.run(["whoami"], { env: { MOMD_TOKEN: bobToken } });
+    assert.equal(revokedEnv.code, 3);
+    assert.match(revokedEnv.stderr, /the token in MOMD_TOKEN was revoked/);
+    assert.doesNotMatch(revokedEnv.stderr, /the saved token|your token/);
+    const forged = await admin.run(["whoami"], { env: { MOMD_TOKEN: "x.y.z" } });
+    assert.equal(forged.code, 3);
+    assert.match(forged.stderr, /the token in MOMD_TOKEN is not valid for this server/);
 
     assert.equal((await admin.run(["user", "delete", "bob"])).stdout, "deleted user 'bob'\n");
     assert.equal((await admin.run(["user", "delete", "bob"])).code, 3);

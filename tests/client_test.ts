@@ -10,6 +10,7 @@ import {
   MomdClient,
   MomdConnectionError,
   MomdError,
+  MomdPartialSendError,
   type TopicDelivery,
 } from "../src/client/mod.ts";
 import { BATCH_MAX, WAIT_SECONDS_MAX } from "../src/client/caller.ts";
@@ -252,6 +253,39 @@ Deno.test("client: queues — create, send, receive, ack, batch, nack, peek, pur
       assert.deepEqual(got.map((m) => m.body), bodies);
       const results = await momd.queues.ack("jobs", got);
       assert.ok(results.every((r) => r.ok));
+    });
+
+    await t.step("more than 100 messages: requests of 100, in order, one result", async () => {
+      const counting = countingFetch();
+      const split = new MomdClient({ url: node.url, token: momd.token, fetch: counting.fetch });
+      await split.queues.create("big");
+      const bodies = Array.from({ length: 250 }, (_, i) => `b${i}`);
+      const sent = await split.queues.sendBatch("big", bodies);
+      assert.equal(sent.length, 250);
+      assert.equal(new Set(sent.map((m) => m.id)).size, 250);
+      assert.equal(counting.count("POST /v1/queues/big/messages"), 3, "100 + 100 + 50");
+      const peek = await split.queues.peek("big", { limit: 100 });
+      assert.deepEqual(peek.map((m) => m.id), sent.slice(0, 100).map((m) => m.id));
+      const got: Delivery[] = [];
+      while (got.length < 250) got.push(...await split.queues.receive("big", { max: 100 }));
+      assert.deepEqual(got.map((m) => m.body), bodies, "stored in input order");
+      assert.deepEqual(got.map((m) => m.id), sent.map((m) => m.id), "outcomes in input order");
+      await split.queues.delete("big");
+    });
+
+    await t.step("a split send that fails part way says what was stored", async () => {
+      await momd.queues.create("small", { maxLength: 150 });
+      const bodies = Array.from({ length: 250 }, (_, i) => `s${i}`);
+      const err = await momd.queues.sendBatch("small", bodies).catch((e) => e);
+      assert.ok(err instanceof MomdPartialSendError, String(err));
+      assert.equal(err.sent.length, 100, "the first request was stored");
+      assert.ok(err.cause instanceof MomdError);
+      assert.equal(err.cause.code, "queue_full");
+      assert.equal((await momd.queues.get("small")).stats.depth, 100);
+      // A failure of the first request is that failure itself (nothing was stored).
+      const first = await momd.queues.sendBatch("no-such-queue", bodies).catch((e) => e);
+      assert.ok(first instanceof MomdError && first.status === 404, String(first));
+      await momd.queues.delete("small");
     });
 
     await t.step("dedupId: the same id is stored once", async () => {

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { Transport } from "../src/client/http.ts";
 import { withCluster } from "./support/cluster.ts";
+import { startTestApi } from "./support/node.ts";
 
 const BASE = "/api/v1.0.0/MomServer";
 
@@ -49,6 +50,20 @@ Deno.test("cluster: the earlier client's flow works unchanged through NGINX", as
       status.entities.filter((e) => names.includes(e.name)).map((e) => e.owner),
     );
     assert.ok(owners.size >= 2, `queues spread over the nodes: ${[...owners]}`);
+    // The answering node asks its peers for their lag as the admin who asked: every replica's
+    // lag is known, whichever node owns the queue.
+    await c.waitFor("the lag of every replica in GET /v1/cluster", async () => {
+      const s = await c.cluster();
+      return s.entities.filter((e) => names.includes(e.name))
+        .every((e) => e.replicas.length > 0 && e.replicas.every((r) => e.lag[r] !== null));
+    });
+    // Addresses and every entity's placement are for admins.
+    for (const via of [undefined, ...c.nodeIds.map((id) => c.nodeUrl(id))]) {
+      const asUser = await c.call("GET", "/v1/cluster", { token: alice, base: via });
+      assert.equal(asUser.status, 403, JSON.stringify(asUser.body));
+      assert.equal(asUser.body.code, "forbidden");
+      assert.doesNotMatch(JSON.stringify(asUser.body), /127\.0\.0\.1|grpc/);
+    }
 
     for (const name of names) {
       for (let i = 0; i < 3; i++) {
@@ -240,4 +255,23 @@ Deno.test("cluster: owner hints take requests straight to the owner through NGIN
     assert.equal(t.ownerHint(path), moved);
     assert.equal((await call()).headers.get("via"), null);
   });
+});
+
+Deno.test("cluster status: admins only (a user gets a 403 problem)", async () => {
+  const api = await startTestApi();
+  try {
+    const user = await api.userToken("plain");
+    const refused = await api.call("GET", "/v1/cluster", { token: user });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.headers.get("content-type"), "application/problem+json");
+    assert.equal(refused.body.code, "forbidden");
+    assert.equal(refused.body.nodes, undefined);
+    const local = await api.call("GET", "/v1/cluster?scope=local", { token: user });
+    assert.equal(local.status, 403);
+    const ok = await api.call("GET", "/v1/cluster", { token: api.adminToken });
+    assert.equal(ok.status, 200);
+    assert.equal(ok.body.mode, "single");
+  } finally {
+    await api.close();
+  }
 });

@@ -785,7 +785,7 @@ Deno.test("compat: one set of entities behind both APIs", async (t) => {
 });
 
 Deno.test("compat: the per-user rate limit answers 429", async () => {
-  const c = await startCompat({ rateLimitPerMinute: 3 });
+  const c = await startCompat({ rateLimit: { requestsPerSecond: 0.01, burst: 3 } });
   try {
     const token = c.api.adminToken;
     const statuses: number[] = [];
@@ -795,8 +795,9 @@ Deno.test("compat: the per-user rate limit answers 429", async () => {
     assert.ok(statuses.includes(429), String(statuses));
     const last = await c.mom("GET", "/protected/", { token });
     assert.equal(last.status, 429);
-    assert.equal(typeof last.body.detail, "string");
+    assert.equal(last.body.detail, "Too many requests.");
     assert.ok(Number(last.headers.get("retry-after")) >= 1);
+    assert.equal(last.headers.get("ratelimit-limit"), "3");
   } finally {
     await c.close();
   }
@@ -884,5 +885,56 @@ Deno.test("topic_receive 'own': passes over the caller's messages, bounded per c
     });
   } finally {
     await api.close();
+  }
+});
+
+Deno.test("compat: hostile input is a 4xx, never a 500 (issue 12)", async (t) => {
+  const c = await startCompat();
+  const token = c.api.adminToken;
+  try {
+    await t.step("a 20,000-deep body is a 422 whose echo is cut short", async () => {
+      const deep = `{"name":${"[".repeat(20_000)}${"]".repeat(20_000)},"type":"queue",` +
+        `"message":"x"}`;
+      const res = await c.mom("POST", "/queue_topic/send/", { token, rawBody: deep });
+      assert.equal(res.status, 422);
+      assert.deepEqual(res.body.detail[0].loc, ["body", "name"]);
+      assert.ok(JSON.stringify(res.body).length < 2000, JSON.stringify(res.body));
+      const wide = await c.mom("POST", "/queue_topic/send/", {
+        token,
+        body: { name: Array.from({ length: 10_000 }, (_, i) => i), type: "queue", message: "x" },
+      });
+      assert.equal(wide.status, 422);
+      assert.ok(JSON.stringify(wide.body).length < 2000, "a wide input is cut short too");
+    });
+    await t.step("a redirect keeps CR, LF and spaces percent-encoded in its Location", async () => {
+      for (const tail of ["a%0D%0Ab", "a%0Ab", "a%20b"]) {
+        const res = await c.mom("DELETE", `/admin/queue_topic/delete/${tail}/?mom_type=queue`, {
+          token,
+        });
+        assert.equal(res.status, 307, `${tail}: ${JSON.stringify(res.body)}`);
+        assert.equal(
+          res.headers.get("location"),
+          `${BASE}/admin/queue_topic/delete/${tail}?mom_type=queue`,
+        );
+      }
+    });
+    await t.step("a delete with a bad percent-escape is a 422", async () => {
+      for (const bad of ["%FF", "%C0%AF", "%ED%A0%80", "a%2Fb"]) {
+        const res = await c.mom("DELETE", `/admin/queue_topic/delete/${bad}?mom_type=queue`, {
+          token,
+        });
+        assert.equal(res.status, 422, `${bad}: ${JSON.stringify(res.body)}`);
+        assert.equal(res.body.detail[0].type, "string_pattern_mismatch");
+      }
+    });
+    await t.step("unknown methods are 405 in the API's own shape", async () => {
+      for (const method of ["FOO", "PROPFIND"]) {
+        const res = await c.mom(method, "/protected/", { token });
+        assert.equal(res.status, 405, method);
+        assert.deepEqual(res.body, { detail: "Method Not Allowed" });
+      }
+    });
+  } finally {
+    await c.close();
   }
 });

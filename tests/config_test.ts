@@ -1,9 +1,12 @@
 import assert from "node:assert/strict";
 import { ConfigError, configHelp, loadConfig, SETTINGS } from "../src/config/load.ts";
+import { Redis } from "ioredis";
 import { runMomd } from "./support/process.ts";
+import { startRedis } from "./support/services.ts";
 import { makeTlsFiles, type TlsFiles } from "./support/tls.ts";
+import { estimatedEntropyBits, weakSecretReason } from "../src/config/secrets.ts";
 
-const SECRET = "0123456789abcdef0123456789abcdef";
+const SECRET = "q7Rk2vXp9LmZ4tWb8NcY3hJd6FgS1aEu";
 const REQUIRED = { MOMD_JWT_SECRET: SECRET, MOMD_ADMIN_PASSWORD: "admin-password" };
 
 /** The message of the ConfigError that loading throws. */
@@ -259,5 +262,200 @@ Deno.test("config: the README table and deploy/momd.env.example name every setti
     const row = new RegExp(`^\\| \`${s.env}\` +\\| \`--${s.flag}\` +\\|`, "m");
     assert.match(readme, row, `README lists ${s.env}`);
     assert.match(example, new RegExp(`^#?${s.env}=`, "m"), `momd.env.example has ${s.env}`);
+  }
+});
+
+/** What `openssl rand -base64 <bytes>` prints. */
+function opensslBase64(bytes: number): string {
+  return btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(bytes))));
+}
+
+Deno.test("config: every port is checked up front, naming the setting and the range", () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [
+      { MOMD_HTTP_LISTEN: "127.0.0.1:99999" },
+      /^MOMD_HTTP_LISTEN \(--http-listen\): the port \(99999\) must be between 1 and 65535$/,
+    ],
+    [{ MOMD_HTTP_LISTEN: "0.0.0.0:0" }, /^MOMD_HTTP_LISTEN .*must be between 1 and 65535/],
+    [{ MOMD_HTTP_ADVERTISE: "momd1:65536" }, /^MOMD_HTTP_ADVERTISE .*must be between 1 and 65535/],
+    [{ MOMD_GRPC_LISTEN: "0.0.0.0:70000" }, /^MOMD_GRPC_LISTEN .*must be between 1 and 65535/],
+    [{ MOMD_GRPC_ADVERTISE: "h:99999" }, /^MOMD_GRPC_ADVERTISE .*must be between 1 and 65535/],
+    [
+      { MOMD_LOCAL_REDIS_URL: "redis://127.0.0.1:99999/0" },
+      /^MOMD_LOCAL_REDIS_URL .*the port \(99999\) must be between 1 and 65535/,
+    ],
+    [
+      { MOMD_USERS_REDIS_URL: "redis://user:pw@h:0/1" },
+      /^MOMD_USERS_REDIS_URL .*must be between 1 and 65535/,
+    ],
+    [
+      { MOMD_BACKUP_REDIS_URL: "rediss://h:123456" },
+      /^MOMD_BACKUP_REDIS_URL .*must be between 1 and 65535/,
+    ],
+    [
+      { MOMD_ZOOKEEPER: "zk1:2181,zk2:99999/momd", MOMD_CLUSTER_SECRET: opensslBase64(48) },
+      /^MOMD_ZOOKEEPER .*zk2:99999: the port \(99999\) must be between 1 and 65535/,
+    ],
+  ];
+  for (const [env, expected] of cases) {
+    assert.match(configError([], { ...REQUIRED, ...env }), expected, JSON.stringify(env));
+  }
+  // The edges and the address forms that are fine.
+  const ok = loadConfig([], {
+    ...REQUIRED,
+    MOMD_HTTP_LISTEN: "0.0.0.0:65535",
+    MOMD_GRPC_LISTEN: "127.0.0.1:1",
+    MOMD_LOCAL_REDIS_URL: "redis://user:pw@127.0.0.1:6380/0",
+    MOMD_USERS_REDIS_URL: "redis://[::1]:6379/1",
+    MOMD_BACKUP_REDIS_URL: "redis://backup/2",
+  });
+  assert.equal(ok.httpListen, "0.0.0.0:65535");
+});
+
+Deno.test("config: a number out of range says the range, not 'must be a whole number'", () => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ MOMD_TOKEN_TTL_SECONDS: "5" }, /^MOMD_TOKEN_TTL_SECONDS .*: must be between 60 and 86400$/],
+    [{ MOMD_REPLICATION_FACTOR: "10" }, /^MOMD_REPLICATION_FACTOR .*: must be between 1 and 9$/],
+    [{ MOMD_MAX_BODY_BYTES: "1" }, /^MOMD_MAX_BODY_BYTES .*: must be between 1024 and 67108864$/],
+    [{ MOMD_MEMORY_HIGH_WATERMARK: "1.5" }, /^MOMD_MEMORY_HIGH_WATERMARK .*between 0\.1 and 1$/],
+    [{ MOMD_MEMORY_HIGH_WATERMARK: "0" }, /^MOMD_MEMORY_HIGH_WATERMARK .*between 0\.1 and 1$/],
+    [
+      { MOMD_LOGIN_FAILURES_PER_MINUTE: "0" },
+      /^MOMD_LOGIN_FAILURES_PER_MINUTE .*: must be at least 1$/,
+    ],
+    // Not a number, or not whole: that message is right.
+    [{ MOMD_TOKEN_TTL_SECONDS: "abc" }, /^MOMD_TOKEN_TTL_SECONDS .*: must be a whole number$/],
+    [{ MOMD_REPLICATION_FACTOR: "1.5" }, /^MOMD_REPLICATION_FACTOR .*: must be a whole number$/],
+    [{ MOMD_MEMORY_HIGH_WATERMARK: "most" }, /^MOMD_MEMORY_HIGH_WATERMARK .*: must be a number$/],
+  ];
+  for (const [env, expected] of cases) {
+    assert.match(configError([], { ...REQUIRED, ...env }), expected, JSON.stringify(env));
+  }
+  assert.equal(loadConfig([], REQUIRED).memoryHighWatermark, 0.8);
+  assert.equal(
+    loadConfig([], { ...REQUIRED, MOMD_MEMORY_HIGH_WATERMARK: "0.5" }).memoryHighWatermark,
+    0.5,
+  );
+});
+
+/** The values the example files give the secrets (placeholders, if any). */
+async function exampleSecrets(): Promise<string[]> {
+  const text = await Deno.readTextFile(new URL("../deploy/momd.env.example", import.meta.url));
+  return [...text.matchAll(/^#?MOMD_\w*SECRET=(.+)$/gm)].map((m) => m[1].trim());
+}
+
+Deno.test("config: placeholders, patterns and guessable secrets are refused outside development mode", async () => {
+  const weak = [
+    "change-me-to-32-or-more-random-characters", // the example file's former value
+    "changeme-changeme-changeme-changeme",
+    "CHANGE_ME_PLEASE_a8f3k2m9x7q1w5e6",
+    "please-replace-me-with-a-real-secret-value",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "0123456789abcdef0123456789abcdef",
+    "abcdefghijklmnopqrstuvwxyz0123456789",
+    "passwordpasswordpasswordpassword",
+    "abababababababababababababababab1",
+    "aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbcccc",
+    ...await exampleSecrets(),
+  ];
+  for (const value of weak) {
+    assert.ok(weakSecretReason(value), `refused: ${value}`);
+    for (const env of ["MOMD_JWT_SECRET", "MOMD_CLUSTER_SECRET"]) {
+      const message = configError([], { ...REQUIRED, [env]: value });
+      assert.match(message, new RegExp(`^${env} \\(--[a-z-]+\\): refused, `), message);
+      assert.match(message, /openssl rand -base64 48/);
+      assert.ok(!message.includes(value), "the message does not repeat the secret");
+    }
+    // Development mode takes anything (of the minimum length).
+    assert.equal(loadConfig([], { MOMD_DEV: "1", MOMD_JWT_SECRET: value }).jwtSecret, value);
+  }
+  // What the documentation says to use passes, also cut to the 32 characters required.
+  for (let i = 0; i < 500; i++) {
+    const secret = opensslBase64(48);
+    assert.equal(weakSecretReason(secret), undefined, secret);
+    assert.equal(weakSecretReason(secret.slice(0, 32)), undefined, secret.slice(0, 32));
+    const hex = [...crypto.getRandomValues(new Uint8Array(16))]
+      .map((b) => b.toString(16).padStart(2, "0")).join("");
+    assert.equal(weakSecretReason(hex), undefined, `openssl rand -hex 16: ${hex}`);
+  }
+  // As do the secrets the tests and the local broker use.
+  for (
+    const s of ["process-test-secret-0123456789abcdef", `cluster-test-jwt-${crypto.randomUUID()}`]
+  ) {
+    assert.equal(weakSecretReason(s), undefined, s);
+  }
+  assert.ok(estimatedEntropyBits("aaaa") === 0);
+  assert.ok(estimatedEntropyBits(opensslBase64(48)) > 250);
+});
+
+Deno.test("config: a cluster without a secret is told how to make one", () => {
+  assert.match(
+    configError([], { ...REQUIRED, MOMD_ZOOKEEPER: "127.0.0.1:2181" }),
+    /^MOMD_CLUSTER_SECRET .*required when MOMD_ZOOKEEPER is set; .*openssl rand -base64 48/,
+  );
+});
+
+Deno.test("config: deploy/momd.env.example, with its secrets filled in, loads; so does each documented value", async () => {
+  const text = await Deno.readTextFile(new URL("../deploy/momd.env.example", import.meta.url));
+  const active: Record<string, string> = {};
+  const documented: [string, string][] = [];
+  for (const line of text.split("\n")) {
+    const m = /^(#?)(MOMD_\w+)=(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[1] === "") active[m[2]] = m[3];
+    else if (m[3] !== "") documented.push([m[2], m[3]]);
+  }
+  // Empty in the file: the secrets the operator must set.
+  const filled = { ...active };
+  for (const [k, v] of Object.entries(active)) {
+    if (v === "") filled[k] = k.endsWith("PASSWORD") ? "an-admin-password" : opensslBase64(48);
+  }
+  assert.ok(Object.keys(active).includes("MOMD_JWT_SECRET"));
+  loadConfig([], filled);
+  const cluster = { MOMD_CLUSTER_SECRET: opensslBase64(48), MOMD_ZOOKEEPER: "zk1:2181" };
+  // The TLS files are not there: those three are checked by the TLS tests.
+  for (const [k, v] of documented.filter(([k]) => !k.startsWith("MOMD_GRPC_TLS_"))) {
+    try {
+      loadConfig([], { ...filled, ...cluster, [k]: v });
+    } catch (err) {
+      assert.fail(`${k}=${v} from the example is refused: ${(err as Error).message}`);
+    }
+  }
+});
+
+Deno.test("config: momd serve with a bad port stops before it creates anything", async () => {
+  const redis = await startRedis();
+  const client = new Redis(redis.url, { lazyConnect: true });
+  await client.connect();
+  try {
+    const env = {
+      ...REQUIRED,
+      MOMD_LOCAL_REDIS_URL: `${redis.url}/0`,
+      MOMD_USERS_REDIS_URL: `${redis.url}/1`,
+      MOMD_BACKUP_REDIS_URL: `${redis.url}/2`,
+      MOMD_PASSWORD_HASH_COST: "10",
+    };
+    const bads: Record<string, string>[] = [
+      { MOMD_HTTP_LISTEN: "127.0.0.1:99999" },
+      { MOMD_GRPC_LISTEN: "0:0" },
+    ];
+    for (const bad of bads) {
+      const res = await runMomd(["serve"], { ...env, ...bad });
+      assertConfigExit(res, Object.keys(bad)[0]);
+      assert.match(res.stderr, /must be between 1 and 65535/);
+    }
+    const placeholder = await runMomd(["serve"], {
+      ...env,
+      MOMD_CLUSTER_SECRET: "change-me-to-32-or-more-random-characters",
+    });
+    assertConfigExit(placeholder, "MOMD_CLUSTER_SECRET");
+    // Nothing was created in any of the three databases: no admin, no store identity.
+    for (const db of [0, 1, 2]) {
+      await client.select(db);
+      assert.equal(await client.dbsize(), 0, `database ${db} is empty`);
+    }
+  } finally {
+    client.disconnect();
+    await redis.stop();
   }
 });

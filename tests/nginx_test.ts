@@ -122,3 +122,183 @@ Deno.test({
     }
   },
 });
+
+/** Sends raw bytes to `port` and returns what came back until the server closed (or 10 s). */
+async function rawExchange(port: number, request: string | Uint8Array): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const bytes = typeof request === "string" ? new TextEncoder().encode(request) : request;
+  let out = "";
+  try {
+    await conn.write(bytes).catch(() => 0);
+    await conn.closeWrite().catch(() => {});
+    const buf = new Uint8Array(64 * 1024);
+    const deadline = setTimeout(() => conn.close(), 10_000);
+    try {
+      for (;;) {
+        const n = await conn.read(buf).catch(() => null);
+        if (!n) break;
+        out += new TextDecoder().decode(buf.subarray(0, n));
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // closed by the deadline
+    }
+  }
+  return out;
+}
+
+/** Status, headers (lower-case names) and body of a raw HTTP/1.1 answer. */
+function parseRaw(text: string): { status: number; headers: Map<string, string>; body: string } {
+  const end = text.indexOf("\r\n\r\n");
+  const head = text.slice(0, end < 0 ? text.length : end).split("\r\n");
+  const status = Number(head[0]?.split(" ")[1]);
+  const headers = new Map<string, string>();
+  for (const line of head.slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) {
+      headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+    }
+  }
+  return { status, headers, body: end < 0 ? "" : text.slice(end + 4) };
+}
+
+Deno.test({
+  name: "nginx: its own 400, 405, 413, 414 and 503 answer problem+json with momd's types; " +
+    "a node's own errors pass unchanged",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    let reached = 0;
+    const node = standIn((req) => {
+      reached++;
+      const url = new URL(req.url);
+      if (url.pathname === "/v1/own-error") {
+        return Promise.resolve(
+          new Response('{"detail":"a node\'s own"}', {
+            status: 409,
+            headers: { "content-type": "application/json" },
+          }),
+        );
+      }
+      return Promise.resolve(Response.json({ served: url.pathname }));
+    });
+    const nginx = await startNginx([node.address], ["node1"]);
+    const gone = await startNginx([`127.0.0.1:${freePort()}`], ["node9"]);
+    const port = Number(new URL(nginx.url).port);
+    try {
+      const expectProblem = (
+        what: string,
+        res: { status: number; contentType: string | null; body: string },
+        status: number,
+        type: string,
+      ) => {
+        assert.equal(res.status, status, `${what}: ${res.body}`);
+        assert.equal(res.contentType, "application/problem+json", what);
+        const p = JSON.parse(res.body);
+        assert.equal(p.status, status, what);
+        assert.equal(p.type, `urn:momd:problem:${type}`, what);
+        assert.equal(typeof p.title, "string", what);
+        assert.equal(typeof p.detail, "string", what);
+        assert.doesNotMatch(res.body, /nginx|127\.0\.0\.1|<html/i, what);
+      };
+      const viaFetch = async (path: string, init: RequestInit = {}) => {
+        const r = await fetch(`${nginx.url}${path}`, init);
+        return {
+          status: r.status,
+          contentType: r.headers.get("content-type"),
+          body: await r.text(),
+        };
+      };
+      const viaRaw = async (request: string) => {
+        const r = parseRaw(await rawExchange(port, request));
+        return {
+          status: r.status,
+          contentType: r.headers.get("content-type") ?? null,
+          body: r.body,
+        };
+      };
+
+      // TRACE: refused by NGINX itself (405), with the methods that are served.
+      expectProblem(
+        "TRACE",
+        await viaRaw("TRACE /v1/queues/q HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        405,
+        "405",
+      );
+      // A request line NGINX cannot parse.
+      expectProblem("garbage", await viaRaw("GARBAGE\r\n\r\n"), 400, "invalid");
+      // An HTTP version NGINX does not speak (its own 505): the request's fault, 400.
+      expectProblem(
+        "HTTP/9.9",
+        await viaRaw("GET /v1/queues/q HTTP/9.9\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        400,
+        "invalid",
+      );
+      // A chunked body with a broken chunk size.
+      expectProblem(
+        "bad chunk",
+        await viaRaw(
+          "POST /v1/queues/q/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" +
+            "Connection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        ),
+        400,
+        "invalid",
+      );
+      // A transfer coding NGINX does not know (its own 501): the request's fault, 400.
+      expectProblem(
+        "unknown transfer coding",
+        await viaRaw(
+          "POST /v1/queues/q/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n" +
+            "Connection: close\r\n\r\nabc",
+        ),
+        400,
+        "invalid",
+      );
+      // A URI longer than NGINX's header buffers.
+      expectProblem("long URI", await viaFetch(`/v1/queues/${"x".repeat(10_000)}`), 414, "414");
+      // A body over NGINX's outer limit.
+      expectProblem(
+        "huge body",
+        await viaFetch("/v1/queues/q/messages", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "x".repeat(17 * 1024 * 1024),
+        }),
+        413,
+        "too_large",
+      );
+      assert.equal(reached, 0, "none of these reached a node");
+
+      // No node reachable: 503 not applied, as before.
+      const none = await fetch(`${gone.url}/v1/queues/q`);
+      expectProblem(
+        "no node",
+        {
+          status: none.status,
+          contentType: none.headers.get("content-type"),
+          body: await none.text(),
+        },
+        503,
+        "unavailable",
+      );
+
+      // A node's own answers, errors included, are not rewritten.
+      const own = await viaFetch("/v1/own-error");
+      assert.equal(own.status, 409);
+      assert.equal(own.contentType, "application/json");
+      assert.equal(JSON.parse(own.body).detail, "a node's own");
+      const ok = await viaFetch("/v1/queues/q");
+      assert.equal(ok.status, 200);
+      assert.equal(JSON.parse(ok.body).served, "/v1/queues/q");
+    } finally {
+      await nginx.stop();
+      await gone.stop();
+      await node.stop();
+    }
+  },
+});

@@ -177,8 +177,9 @@ Deno.test("process: NGINX with nginx/nginx.conf proxies to a node and answers 50
 /** Runs scripts/local_cluster.ts on its own state directory and shifted ports. */
 async function localBroker(nodes?: number) {
   const stateDir = await Deno.makeTempDir({ prefix: "momd-local-" });
-  // Ports 2191+offset ... 9089+offset, below the ephemeral range where free ports come from.
-  const offset = 20_000 + Math.floor(Math.random() * 4_000);
+  // Ports 8061+offset ... 8099+offset, below the ephemeral range where free ports come from;
+  // offsets are multiples of 100 (scripts/local_cluster.ts).
+  const offset = 100 * (200 + Math.floor(Math.random() * 40));
   const env: Record<string, string> = {
     MOMD_DEV_STATE_DIR: stateDir,
     MOMD_DEV_PORT_OFFSET: String(offset),

@@ -377,6 +377,24 @@ Deno.test("queues: access control", async (t) => {
       assert.equal((await api.call("GET", q, { token: owner })).status, 200, "still there");
     });
 
+    await t.step("the access lists are shown to the owner and admins only", async () => {
+      const full = { restricted: true, senders: ["sender"], receivers: ["receiver"] };
+      for (const token of [owner, admin]) {
+        const res = await api.call("GET", q, { token });
+        assert.deepEqual(res.body.config.access, full);
+      }
+      for (const token of [sender, receiver, stranger]) {
+        const res = await api.call("GET", q, { token });
+        assert.equal(res.status, 200);
+        assert.deepEqual(res.body.config.access, { restricted: true }, "no lists");
+        assert.equal(res.body.owner, "owner");
+      }
+      // A create of the same queue by someone else answers the queue the same way.
+      const again = await api.call("PUT", q, { token: stranger, body: { access: full } });
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+      assert.deepEqual(again.body.config.access, { restricted: true });
+    });
+
     await t.step("no token is a 401", async () => {
       assert.equal((await api.call("GET", q)).status, 401);
       assert.equal((await api.call("POST", `${q}/receive`)).status, 401);

@@ -31,6 +31,7 @@ async function startRequestApi(opts: TestApiOptions = {}) {
       trustedProxies: [],
       loginFailuresPerMinute: 1000,
       nodeId: "test",
+      rateLimitPerSecond: 0,
     },
     users: api.users,
     tokens: api.tokens,

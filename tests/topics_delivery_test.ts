@@ -231,7 +231,7 @@ Deno.test("topics: seek moves the position to an offset or a time and drops in-f
 
     const back = await s.post("seek", { offset: 1 });
     assert.equal(back.status, 200);
-    assert.deepEqual(back.body, { position: 1, dropped: 4 });
+    assert.deepEqual(back.body, { position: 1, dropped: 4, requestedOffset: 1, clamped: false });
     const ack = await s.post("ack", { receipts: [got[1].receipt] });
     assert.equal(ack.body.results[0].ok, false, "receipts from before the seek are stale");
     const again = await s.receive({ max: 10 });
@@ -243,10 +243,16 @@ Deno.test("topics: seek moves the position to an offset or a time and drops in-f
 
     const byTime = await s.post("seek", { time: "2026-02-01T00:00:30Z" });
     assert.equal(byTime.body.position, 2);
+    assert.equal(byTime.body.requestedOffset, null);
+    assert.equal(byTime.body.clamped, false);
     assert.deepEqual((await s.receive({ max: 10 })).map((m) => m.body), ["m2", "m3"]);
 
     const forward = await s.post("seek", { offset: 1000 });
-    assert.equal(forward.body.position, 4, "clamped to nextOffset");
+    assert.deepEqual(
+      forward.body,
+      { position: 4, dropped: 2, requestedOffset: 1000, clamped: true },
+      "clamped to nextOffset, and the answer says so",
+    );
     const past = await s.post("seek", { time: "2026-01-01T00:00:00Z" });
     assert.equal(past.body.position, 0);
     const stats = await s.stats();

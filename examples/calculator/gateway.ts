@@ -28,6 +28,8 @@ export interface GatewayOptions {
   immediateWaitSeconds?: number;
 }
 
+/** Task states in which a reply may still come. */
+const OPEN = new Set<Task["status"]>(["pending", "in_progress"]);
 const TTL_MAX = 3600;
 const TTL_DEFAULT = 60;
 const CLIENT_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
@@ -104,11 +106,18 @@ export function createGateway(opts: GatewayOptions): Hono {
       return c.json(error(`time_to_live_seconds must be an integer of 1-${TTL_MAX}`), 400);
     }
 
-    const { ended, task } = await momd.request(service.name, {
+    const wait = Math.min(opts.immediateWaitSeconds ?? 2, ttl);
+    let { ended, task } = await momd.request(service.name, {
       body: JSON.stringify(payload),
       timeoutSeconds: ttl,
-      waitSeconds: Math.min(opts.immediateWaitSeconds ?? 2, ttl),
+      waitSeconds: wait,
     });
+    if (!ended && wait >= ttl) {
+      // The wait reached the deadline: ask once more, waiting for it on momd's clock (the
+      // gateway's may differ), so an expired request is not answered "queued".
+      const now = await momd.task(task.taskId, 1);
+      if (now) ({ ended, task } = { ended: !OPEN.has(now.status), task: now });
+    }
     const taskId = `${task.taskId}.${await sign(clientId, task.taskId)}`;
     if (ended && task.status === "completed") {
       return c.json({
@@ -118,13 +127,24 @@ export function createGateway(opts: GatewayOptions): Hono {
         processed_immediately: true,
       });
     }
-    if (ended) {
+    if (ended && task.status === "failed") {
+      // A service answered, with an error (bad input, a result JSON cannot hold).
       return c.json({
-        status: task.status, // failed or expired
+        status: "failed",
         task_id: taskId,
         response: null,
-        error: task.error ?? "the deadline passed without a reply",
+        error: task.error ?? "the service failed",
         processed_immediately: true,
+      });
+    }
+    if (ended) {
+      // No service took it before its deadline (the workers are down or busy): not processed.
+      return c.json({
+        status: "expired",
+        task_id: taskId,
+        response: null,
+        error: `no service answered within time_to_live_seconds (${ttl} s): not processed`,
+        processed_immediately: false,
       });
     }
     return c.json({

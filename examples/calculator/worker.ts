@@ -29,7 +29,7 @@ export interface Worker {
   stop(): Promise<void>;
 }
 
-/** The reply to one request body: the result as JSON, or why the input is wrong. */
+/** The reply to one request body: the result as JSON, or why it cannot be computed. */
 export function work(service: Service, body: string): { result: string } | { error: string } {
   let value: unknown;
   try {
@@ -40,6 +40,10 @@ export function work(service: Service, body: string): { result: string } | { err
   const payload = parsePayload(value);
   if (typeof payload === "string") return { error: payload };
   const result = service.compute(payload.parameter_a, payload.parameter_b);
+  // JSON has no Infinity or NaN (JSON.stringify writes null): an overflow is a failed task.
+  if (!Number.isFinite(result)) {
+    return { error: `the result is not a finite number (${result}): the operands are too large` };
+  }
   return { result: JSON.stringify({ result }) };
 }
 

@@ -8,6 +8,7 @@ import type { RateLimiter } from "../auth/rate_limit.ts";
 import type { QueueService } from "../broker/queues.ts";
 import type { TopicService } from "../broker/topics.ts";
 import type { RequestService } from "../broker/requests.ts";
+import type { MemoryStatus } from "../broker/memory.ts";
 import type { AppEnv } from "./context.ts";
 import { problem, toProblem } from "./problem.ts";
 import { validationHook } from "./validation.ts";
@@ -19,7 +20,8 @@ import { registerUserRoutes } from "./routes/users.ts";
 import { registerQueueRoutes } from "./routes/queues.ts";
 import { registerTopicRoutes } from "./routes/topics.ts";
 import { registerRequestRoutes } from "./routes/requests.ts";
-import { registerCompatRoutes } from "./compat/routes.ts";
+import { COMPAT_BASE_PATH, registerCompatRoutes } from "./compat/routes.ts";
+import { allowedMethods } from "./middleware/methods.ts";
 import { registerClusterRoutes } from "./routes/cluster.ts";
 import { routeToOwner } from "./middleware/owner_routing.ts";
 import type { EntityRouter } from "./routing.ts";
@@ -28,7 +30,15 @@ import { registerDocsRoutes } from "./routes/docs.ts";
 
 /** Everything the HTTP API needs, passed in explicitly. */
 export interface ApiDeps {
-  config: Pick<Config, "maxBodyBytes" | "trustedProxies" | "loginFailuresPerMinute" | "nodeId">;
+  config: Pick<
+    Config,
+    | "maxBodyBytes"
+    | "trustedProxies"
+    | "loginFailuresPerMinute"
+    | "nodeId"
+    | "rateLimitPerSecond"
+    | "rateLimitBurst"
+  >;
   users: UserStore;
   tokens: TokenService;
   limiter: RateLimiter;
@@ -40,6 +50,8 @@ export interface ApiDeps {
   router?: EntityRouter;
   /** Each dependency's reachability, for /readyz. */
   readiness: () => Promise<Record<string, boolean>>;
+  /** The local store's memory as the memory alarm sees it, for /readyz (absent: not watched). */
+  memory?: () => MemoryStatus | undefined;
 }
 
 /** The momd REST API as a Hono app (call `app.fetch` or `app.request` in tests). */
@@ -49,6 +61,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.onError(toProblem);
   app.notFound((c) => problem(c, 404, `no route for ${c.req.method} ${c.req.path}`));
 
+  app.use("*", allowedMethods((path) => path.startsWith(COMPAT_BASE_PATH)));
   app.use("*", clientIp(deps.config.trustedProxies));
   const tooLarge = (c: Context) =>
     problem(c, 413, `request body larger than ${deps.config.maxBodyBytes} bytes`, {

@@ -24,6 +24,7 @@ const TITLES: Record<number, string> = {
   500: "Internal Server Error",
   503: "Service Unavailable",
   504: "Outcome Unknown",
+  507: "Insufficient Storage",
 };
 
 /** The one place where a domain refusal becomes an HTTP status. */
@@ -42,6 +43,10 @@ const STATUS_OF: Record<BrokerErrorCode, ContentfulStatusCode> = {
   // A 503 always means "not applied"; this one means "applied here, not confirmed": it may be
   // delivered or not. Retrying a send with the same dedupId is safe either way.
   outcome_unknown: 504,
+  // Not 503: a 503 means "not applied, send again soon", and clients retry it by themselves. A
+  // full store stays full until consumers drain it, so the producer should hear it (RabbitMQ's
+  // memory alarm). Nothing was applied; Retry-After is a hint.
+  memory_full: 507,
 };
 
 /**
@@ -81,15 +86,41 @@ export function problem(
   });
 }
 
+// host:port of a peer (IPv4, [IPv6] or a host name), and paths of two segments or more (znodes).
+const ADDRESS = /\[[0-9a-fA-F:.]+\]:\d{1,5}\b|\b[a-zA-Z0-9][a-zA-Z0-9.-]*:\d{2,5}\b/g;
+const PATH = /(?:\/[^\s/:]+){2,}\/?/g;
+
+/**
+ * What a client may read of a failure inside the cluster (a 5xx): the reason without the
+ * internals it came with. A peer's gRPC address or a znode path says nothing a client can act
+ * on and maps the cluster for anyone who asks; the node's log keeps the whole text.
+ */
+export function publicDetail(detail: string): string {
+  return detail.split("\n")[0].replace(ADDRESS, "another node").replace(PATH, "(internal)");
+}
+
+/**
+ * Whether `err` is the request body failing to arrive: a chunked body cut short or malformed,
+ * the client gone while sending. That is the request's fault (400), not the node's.
+ */
+export function isBodyReadError(err: unknown): boolean {
+  return err instanceof Deno.errors.BadResource || err instanceof Deno.errors.Http ||
+    err instanceof Deno.errors.UnexpectedEof || err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.Interrupted;
+}
+
 /** Maps any error thrown by a handler to a problem response; unknown errors are logged as 500. */
 export function toProblem(err: unknown, c: Context): Response {
   if (err instanceof BrokerError) {
     const status = STATUS_OF[err.code];
     const headers: Record<string, string> = {};
-    if (status === 503 || status === 504) {
+    let detail = err.detail;
+    if (status === 503 || status === 504 || status === 507) {
       headers["retry-after"] = String(err.retryAfterSeconds ?? 1);
+      detail = publicDetail(detail);
+      if (detail !== err.detail) console.warn(`${status} ${err.code}: ${err.detail}`);
     }
-    return problem(c, status, err.detail, { code: err.code }, headers);
+    return problem(c, status, detail, { code: err.code }, headers);
   }
   if (err instanceof ApiError) {
     return problem(c, err.status, err.detail, { code: err.code }, err.headers);
@@ -106,6 +137,11 @@ export function toProblem(err: unknown, c: Context): Response {
     return problem(c, 503, "a store this node depends on is unreachable; try again", {
       code: "unavailable",
     }, { "retry-after": "1" });
+  }
+  if (isBodyReadError(err)) {
+    return problem(c, 400, "the request body could not be read (cut short or malformed)", {
+      code: "invalid",
+    });
   }
   console.error("unhandled error", err);
   return problem(c, 500, "internal error");

@@ -92,6 +92,9 @@ export interface EntityRouter {
     type: EntityType,
     query: { prefix?: string; after?: string; limit: number },
   ): { name: string; owner: string; createdAt: string }[];
-  /** The cluster as this node sees it (with the lag its peers report). */
-  status(opts?: { localOnly?: boolean }): Promise<ClusterStatus>;
+  /**
+   * The cluster as this node sees it (with the lag its peers report, asked as `caller`, an
+   * admin).
+   */
+  status(opts?: { localOnly?: boolean; caller?: Principal }): Promise<ClusterStatus>;
 }

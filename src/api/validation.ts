@@ -12,6 +12,17 @@ export function validationHook(
     path: i.path.join("."),
     message: i.message,
   }));
+  return invalidRequest(c, issues);
+}
+
+/** One reason a request is invalid: where (a dotted path, "" for the whole) and what is wrong. */
+export interface Issue {
+  path: string;
+  message: string;
+}
+
+/** The 400 problem of an invalid request; the detail states the first issue. */
+export function invalidRequest(c: Context, issues: Issue[]): Response {
   const first = issues[0];
   const detail = first
     ? `${first.path ? `${first.path}: ` : ""}${first.message}`

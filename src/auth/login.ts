@@ -1,4 +1,4 @@
-import type { RateLimiter } from "./rate_limit.ts";
+import type { LoginAttempt, RateLimiter } from "./rate_limit.ts";
 import type { User, UserStore } from "./users.ts";
 
 /** Why a password check was refused. */
@@ -6,11 +6,17 @@ export class LoginRefused extends Error {
   constructor(
     readonly reason: "bad_credentials" | "throttled",
     readonly retryAfterSeconds = 0,
+    refusedBy: LoginAttempt["refusedBy"] = "pair",
   ) {
     super(
-      reason === "throttled"
-        ? "too many failed logins for this username from this client; try again later"
-        : "invalid username or password",
+      reason === "bad_credentials"
+        ? "invalid username or password"
+        : refusedBy === "address"
+        ? "too many failed logins from this client address; try again later"
+        : refusedBy === "cluster"
+        ? "too many failed logins across the cluster, and this client address failed recently; " +
+          "try again later"
+        : "too many failed logins for this username from this client; try again later",
     );
     this.name = "LoginRefused";
   }
@@ -27,8 +33,16 @@ export async function checkPassword(
   attempt: { username: string; password: string; client: string },
 ): Promise<{ user: User; tokenVersion: number }> {
   const gate = await deps.limiter.loginAttempt(attempt.username, attempt.client);
-  if (!gate.allowed) throw new LoginRefused("throttled", gate.retryAfterSeconds);
-  const found = await deps.users.authenticate(attempt.username, attempt.password);
+  if (!gate.allowed) {
+    throw new LoginRefused("throttled", gate.retryAfterSeconds, gate.refusedBy);
+  }
+  let found: Awaited<ReturnType<UserStore["authenticate"]>>;
+  try {
+    found = await deps.users.authenticate(attempt.username, attempt.password);
+  } catch (err) {
+    await gate.succeeded().catch(() => {}); // not checked (a busy node, an unreachable Redis): not a failure
+    throw err;
+  }
   if (!found) throw new LoginRefused("bad_credentials");
   await gate.succeeded();
   return found;

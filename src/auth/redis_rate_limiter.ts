@@ -1,173 +1,229 @@
 import type { Redis } from "ioredis";
 import { userKeys } from "../broker/keys.ts";
-import type { LoginAttempt, RateDecision, RateLimiter } from "./rate_limit.ts";
-import { runAuthScript } from "./scripts.ts";
+import {
+  type LoginAttempt,
+  type RateDecision,
+  type RateLimit,
+  type RateLimiter,
+  unlimitedDecision,
+} from "./rate_limit.ts";
+import { loadAuthScripts, runAuthScript } from "./scripts.ts";
 
-/** Length of a rate-limit window. */
-export const WINDOW_MS = 60_000;
+/** Length of the failed-login windows. */
+export const LOGIN_WINDOW_MS = 60_000;
 
 /** Options of a RedisRateLimiter. */
 export interface RedisRateLimiterOptions {
-  /** API calls per user per minute, cluster-wide. */
-  perMinute: number;
-  /** Failed logins per (username, client) per minute, cluster-wide. */
+  /** The limit of users without their own (null: not limited). */
+  defaultLimit: RateLimit;
+  /** The longest a call over the rate is held before it is served; beyond it, 429 (0: never). */
+  maxDelayMs?: number;
+  /** Failed logins per (username, client address) per minute, cluster-wide. */
   loginFailuresPerMinute: number;
-  /** How often local counts are pushed to Redis and cluster totals read back (default 200 ms). */
+  /** Failed logins per client address per minute, any username, cluster-wide. */
+  loginFailuresPerAddressPerMinute?: number;
+  /** Failed logins per minute over the cluster, past which only addresses without failures try. */
+  loginFailuresClusterPerMinute?: number;
+  /** How often local counts are pushed to Redis and buckets read back (default 200 ms). */
   syncIntervalMs?: number;
   /** The clock in ms (tests move it instead of sleeping). */
   now?: () => number;
 }
 
-/** Counts of one user in one window, as this node knows them. */
-interface WindowCount {
-  /** Cluster-wide total at the last sync (this node's pushed calls included). */
-  total: number;
+/** What one node knows of one user's bucket. */
+interface UserBucket {
+  /** The limit in force at the last sync (the default before the first). */
+  limit: RateLimit;
+  /** This node's estimate of the bucket at `at`: the cluster's at the last sync, refilled, less
+   * the calls this node admitted since. */
+  tokens: number;
+  /** This node's clock when `tokens` was last brought up to date. */
+  at: number;
   /** Calls of this node being pushed by the sync that is running. */
   inflight: number;
   /** Calls of this node not pushed yet. */
   pending: number;
-}
-
-interface UserState {
-  /** Window index (time / WINDOW_MS) -> counts; only the current and the previous are kept. */
-  windows: Map<number, WindowCount>;
-  /** When this node last saw a call of the user (its clock, ms). */
+  /** When this node last saw a call of the user. */
   lastSeen: number;
+  /** Set until the first sync of a user new to this node has answered (or taken too long). */
+  ready?: Promise<void>;
 }
 
-/** A user counts as active, and its cluster totals are read on every sync, this long. */
+/** Refills a bucket estimate up to `now`. */
+function refill(state: UserBucket, now: number): void {
+  if (state.limit !== null && now > state.at) {
+    const added = (now - state.at) * state.limit.requestsPerSecond / 1000;
+    state.tokens = Math.min(state.limit.burst, state.tokens + added);
+  }
+  state.at = Math.max(state.at, now);
+}
+
+/** A user counts as active, and its bucket is read on every sync, this long after its last call. */
 const ACTIVE_MS = 10_000;
-/** A window's counter lives through the next window (the sliding estimate reads it), plus slack. */
-const COUNTER_TTL_MS = 2 * WINDOW_MS + 10_000;
-
-/** Decision of the sliding-window estimate, with the wait in ms when refused. */
-export interface WindowDecision {
-  allowed: boolean;
-  retryAfterMs: number;
-}
+/** The longest a user's first call on this node waits for its bucket (users Redis slow or down). */
+const FIRST_SYNC_WAIT_MS = 500;
+/** Users per script call of a sync (one pipeline carries all of them). */
+const SYNC_CHUNK = 256;
 
 /**
- * The sliding-window counter: the calls of the last minute are estimated as the current fixed
- * window's count plus the previous window's count weighted by the part of it still inside the
- * last minute (`elapsed` is the fraction of the current window that has passed, 0 <= elapsed < 1).
- * A call is allowed when the estimate plus this call stays within the limit. When refused, the
- * wait is how long until the estimate (with no further calls) leaves room for one call.
+ * One call against a token bucket holding `tokens` now (may be negative: calls on credit). The call
+ * takes a token; if that leaves the bucket below zero, the call waits until refill covers it,
+ * allowed when that wait is at most `maxDelayMs`. Refused calls take nothing.
  */
-export function slidingWindow(
-  counts: { previous: number; current: number; elapsed: number },
-  limit: number,
-): WindowDecision {
-  const { previous, current, elapsed } = counts;
-  if (previous * (1 - elapsed) + current + 1 <= limit) return { allowed: true, retryAfterMs: 0 };
-  const room = limit - 1 - current; // what the previous window's weighted share must fall to
-  if (room > 0 && previous > 0) {
-    // Still in this window: previous * (1 - e) <= room once e >= 1 - room / previous.
-    return { allowed: false, retryAfterMs: Math.ceil((1 - room / previous - elapsed) * WINDOW_MS) };
+export function bucketDecision(
+  tokens: number,
+  limit: { requestsPerSecond: number; burst: number },
+  maxDelayMs: number,
+): RateDecision {
+  const rate = limit.requestsPerSecond / 1000; // tokens per ms
+  const left = tokens - 1;
+  const delayMs = left >= 0 ? 0 : Math.ceil(-left / rate);
+  const resetSeconds = Math.ceil((limit.burst - left) / rate / 1000);
+  if (delayMs <= maxDelayMs) {
+    return {
+      allowed: true,
+      retryAfterSeconds: 0,
+      delayMs,
+      limit,
+      remaining: Math.max(0, Math.floor(left)),
+      resetSeconds,
+    };
   }
-  // Only the next window frees room: there, this window's count is the weighted one.
-  const untilNext = (1 - elapsed) * WINDOW_MS;
-  const into = current <= limit - 1 ? 0 : (1 - (limit - 1) / current) * WINDOW_MS;
-  return { allowed: false, retryAfterMs: Math.ceil(untilNext + into) };
+  return {
+    allowed: false,
+    // Back when one whole token is there: the call then goes through without waiting.
+    retryAfterSeconds: Math.max(1, Math.ceil((1 - tokens) / rate / 1000)),
+    delayMs: 0,
+    limit,
+    remaining: 0,
+    resetSeconds: Math.ceil((limit.burst - tokens) / rate / 1000),
+  };
 }
 
-function seen(c: WindowCount | undefined): number {
-  return c ? c.total + c.inflight + c.pending : 0;
+function parseLimit(tokens: string, rps: string, burst: string): [RateLimit, number] {
+  if (rps === "") return [null, 0];
+  return [{ requestsPerSecond: Number(rps), burst: Number(burst) }, Number(tokens)];
 }
 
 /**
  * Cluster-wide rate limits kept in the central users Redis.
  *
- * **API calls per user** (`take`, no Redis round trip per request): a sliding one-minute window
- * (see `slidingWindow`) over fixed-window counters `momd:rate:<user>:<window>`. Each node counts
- * calls locally and every `syncIntervalMs` sends one pipeline: `INCRBY` of its unsent counts (with
- * `PEXPIRE`) and `GET` of the counters of users active in the last 10 s, reading back the cluster
- * totals. A decision is the cluster total at the last sync plus this node's calls since.
+ * **API calls per user** (`take`, no Redis round trip per request): a token bucket per user
+ * (`momd:rate-bucket:<user>`) refilled at the user's rate up to its burst, by the user's own
+ * limit when an admin set one, else the cluster default. Each node counts the calls it admits and
+ * every `syncIntervalMs` runs one script for its active users (`rate_sync.lua`): it refills each
+ * bucket by Redis's clock, takes off the node's calls and returns the bucket and limit. Between
+ * syncs a node decides from that plus refill minus its own calls since. A call over the rate is
+ * held up to `maxDelayMs` (on credit) before it is served, and refused with 429 beyond that.
  *
  * Overshoot bound: a node does not see calls other nodes admitted since its last sync. With N
- * nodes, a user gets at most `perMinute` plus what the other N-1 nodes admitted in one sync
- * interval plus one Redis round trip (about 200 ms) — and never more than N x `perMinute` even if
- * it bursts on every node at once. A single node is exact. A user a node has not seen for 10 s is
- * decided from its last known totals until the next sync, which is within the same bound.
- * When the users Redis is unreachable, counts stay local (each node enforces the limit on its own
- * calls) and are pushed once Redis is back; the API keeps serving.
+ * nodes, a user gets at most its rate plus what the other N-1 nodes admitted in one sync interval
+ * plus one Redis round trip (about 200 ms); a single node is exact. A limit changed by an admin
+ * takes effect at each node's next sync. When the users Redis is unreachable, counts stay local
+ * and are pushed once it is back; the API keeps serving.
  *
- * **Failed logins per (username, client)** (`loginAttempt`): strict, one Lua script per attempt
- * (a login spends far longer in scrypt): a sliding log of attempts in a sorted set; each attempt
- * is reserved before the password check and counts as a failure unless it succeeds, so parallel
- * guesses cannot exceed the limit. After `loginFailuresPerMinute` failures within a minute every
- * attempt of the pair is refused, even with the right password, until the oldest failure is a
- * minute old. A success does not reset earlier failures: they age out on their own, so a correct
- * login (which the attacker does not have) buys nothing, and the rule stays one simple sliding
- * window.
+ * **Failed logins** (`loginAttempt`): strict, one Lua script per attempt (a login spends far
+ * longer in scrypt): sliding logs per (username, client), per client address and for the
+ * cluster (see `login_attempt.lua`). Each attempt is reserved before the password check and counts
+ * as a failure unless it succeeds, so parallel guesses cannot exceed a bound. A success does not
+ * reset earlier failures: they age out on their own, so a correct login buys an attacker nothing.
  */
 export class RedisRateLimiter implements RateLimiter {
   readonly #redis: Redis;
-  readonly #perMinute: number;
-  readonly #loginFailures: number;
+  readonly #default: RateLimit;
+  readonly #maxDelayMs: number;
+  readonly #loginPair: number;
+  readonly #loginAddress: number;
+  readonly #loginCluster: number;
   readonly #syncMs: number;
   readonly #now: () => number;
-  readonly #users = new Map<string, UserState>();
+  readonly #users = new Map<string, UserBucket>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   #syncing: Promise<void> | undefined;
+  #next: Promise<void> | undefined;
   #closed = false;
   #failing = false;
+  /** Whether Redis is known to hold the sync script (loaded once, again after a NOSCRIPT). */
+  #scriptLoaded = false;
 
-  constructor(
-    redis: Redis,
-    opts: RedisRateLimiterOptions,
-  ) {
+  constructor(redis: Redis, opts: RedisRateLimiterOptions) {
     this.#redis = redis;
-    this.#perMinute = opts.perMinute;
-    this.#loginFailures = opts.loginFailuresPerMinute;
+    this.#default = opts.defaultLimit;
+    this.#maxDelayMs = opts.maxDelayMs ?? 0;
+    this.#loginPair = opts.loginFailuresPerMinute;
+    this.#loginAddress = opts.loginFailuresPerAddressPerMinute ?? 3 * opts.loginFailuresPerMinute;
+    this.#loginCluster = opts.loginFailuresClusterPerMinute ?? 60 * opts.loginFailuresPerMinute;
     this.#syncMs = opts.syncIntervalMs ?? 200;
     this.#now = opts.now ?? Date.now;
     this.#schedule();
   }
 
-  /** Takes one call from the user's budget; decided locally. */
-  take(user: string): RateDecision {
+  /**
+   * Takes one call from the user's bucket, decided locally. The first call of a user this node
+   * has not seen for a while waits for one sync (shared with other such calls, at most
+   * FIRST_SYNC_WAIT_MS), so a user's own limit holds from its first call on every node.
+   */
+  async take(user: string): Promise<RateDecision> {
     const now = this.#now();
-    const w = Math.floor(now / WINDOW_MS);
     let state = this.#users.get(user);
     if (!state) {
-      state = { windows: new Map(), lastSeen: now };
-      this.#users.set(user, state);
+      // Until the sync answers: the default limit and a full bucket.
+      const tokens = this.#default?.burst ?? 0;
+      state = { limit: this.#default, tokens, at: now, inflight: 0, pending: 0, lastSeen: now };
+      this.#users.set(user, state); // first: the sync below may start at once and reads it
+      state.ready = this.#firstSync();
     }
     state.lastSeen = now;
-    const decision = slidingWindow({
-      previous: seen(state.windows.get(w - 1)),
-      current: seen(state.windows.get(w)),
-      elapsed: (now - w * WINDOW_MS) / WINDOW_MS,
-    }, this.#perMinute);
-    if (!decision.allowed) {
-      return {
-        allowed: false,
-        retryAfterSeconds: Math.max(1, Math.ceil(decision.retryAfterMs / 1000)),
-      };
+    if (state.ready) {
+      await state.ready;
+      state.ready = undefined;
     }
-    let current = state.windows.get(w);
-    if (!current) {
-      current = { total: 0, inflight: 0, pending: 0 };
-      state.windows.set(w, current);
+    if (state.limit === null) return unlimitedDecision();
+    refill(state, this.#now());
+    const decision = bucketDecision(state.tokens, state.limit, this.#maxDelayMs);
+    if (decision.allowed) {
+      state.tokens--;
+      state.pending++;
     }
-    current.pending++;
-    return { allowed: true, retryAfterSeconds: 0 };
+    return decision;
+  }
+
+  /** The next sync to start (joined by every caller until it starts), bounded in time. */
+  #firstSync(): Promise<void> {
+    if (!this.#next) {
+      this.#next = (async () => {
+        await null; // `#next` is assigned before it is cleared below
+        while (this.#syncing) await this.#syncing;
+        this.#next = undefined; // users added from here on need the sync after this one
+        await this.flush();
+      })();
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const bound = new Promise<void>((resolve) => timer = setTimeout(resolve, FIRST_SYNC_WAIT_MS));
+    return Promise.race([this.#next, bound]).finally(() => clearTimeout(timer));
   }
 
   /** Reserves a login attempt for the pair, or refuses it (one Lua script in Redis). */
   async loginAttempt(username: string, client: string): Promise<LoginAttempt> {
-    const key = userKeys.loginFailures(username, client);
+    const keys = [
+      userKeys.loginFailures(username, client),
+      userKeys.addressLoginFailures(client),
+      userKeys.clusterLoginFailures,
+    ];
     const id = crypto.randomUUID();
-    const [ok, waitMs] = await runAuthScript(this.#redis, "login_attempt", [key], [
+    const [ok, waitMs, by] = await runAuthScript(this.#redis, "login_attempt", keys, [
       this.#now(),
-      WINDOW_MS,
-      this.#loginFailures,
+      LOGIN_WINDOW_MS,
+      this.#loginPair,
+      this.#loginAddress,
+      this.#loginCluster,
       id,
-    ]) as [number, number];
+    ]) as [number, number, string];
     if (ok !== 1) {
       return {
         allowed: false,
         retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)),
+        refusedBy: by as LoginAttempt["refusedBy"],
         succeeded: () => Promise.resolve(),
       };
     }
@@ -175,13 +231,15 @@ export class RedisRateLimiter implements RateLimiter {
       allowed: true,
       retryAfterSeconds: 0,
       succeeded: async () => {
-        await this.#redis.zrem(key, id);
+        const tx = this.#redis.multi();
+        for (const key of keys) tx.zrem(key, id);
+        await tx.exec();
       },
     };
   }
 
   /**
-   * Syncs with Redis now: pushes every local count and reads back the totals of active users.
+   * Syncs with Redis now: pushes every local count and reads back the buckets of active users.
    * Resolves when done (waits for a sync already running first). Never throws.
    */
   async flush(): Promise<void> {
@@ -205,11 +263,7 @@ export class RedisRateLimiter implements RateLimiter {
     if (this.#closed) return;
     const timer = setTimeout(async () => {
       this.#timer = undefined;
-      try {
-        await this.flush();
-      } catch (err) {
-        console.error("rate limiter: sync failed", err);
-      }
+      await this.flush();
       this.#schedule();
     }, this.#syncMs);
     Deno.unrefTimer(timer);
@@ -218,57 +272,67 @@ export class RedisRateLimiter implements RateLimiter {
 
   async #sync(): Promise<void> {
     const now = this.#now();
-    const w = Math.floor(now / WINDOW_MS);
-    const batch: { user: string; window: number; count: WindowCount; pushed: number }[] = [];
+    const batch: { user: string; state: UserBucket; pushed: number }[] = [];
     for (const [user, state] of this.#users) {
-      for (const index of state.windows.keys()) {
-        if (index < w - 1) state.windows.delete(index);
-      }
-      const active = now - state.lastSeen < ACTIVE_MS;
-      if (state.windows.size === 0 && !active) {
+      if (now - state.lastSeen >= ACTIVE_MS && state.pending === 0) {
         this.#users.delete(user);
         continue;
       }
-      for (const window of [w - 1, w]) {
-        let count = state.windows.get(window);
-        const pending = count?.pending ?? 0;
-        if (pending === 0 && !active) continue;
-        if (!count) {
-          count = { total: 0, inflight: 0, pending: 0 };
-          state.windows.set(window, count);
-        }
-        count.inflight += pending;
-        count.pending = 0;
-        batch.push({ user, window, count, pushed: pending });
-      }
+      state.inflight += state.pending;
+      batch.push({ user, state, pushed: state.pending });
+      state.pending = 0;
     }
     if (batch.length === 0) return;
 
     const pipe = this.#redis.pipeline();
-    for (const b of batch) {
-      const key = userKeys.rate(b.user, b.window);
-      if (b.pushed > 0) pipe.incrby(key, b.pushed).pexpire(key, COUNTER_TTL_MS);
-      else pipe.get(key);
+    const chunks: typeof batch[] = [];
+    for (let i = 0; i < batch.length; i += SYNC_CHUNK) chunks.push(batch.slice(i, i + SYNC_CHUNK));
+    const script = (await loadAuthScripts()).rate_sync;
+    for (const chunk of chunks) {
+      const keys = chunk.flatMap((b) => [userKeys.bucket(b.user), userKeys.user(b.user)]);
+      pipe.evalsha(
+        script.sha,
+        keys.length,
+        ...keys,
+        this.#default?.requestsPerSecond ?? 0,
+        this.#default?.burst ?? 0,
+        ...chunk.map((b) => b.pushed),
+      );
     }
     let results: [Error | null, unknown][] = [];
     let failure: unknown;
     try {
+      if (!this.#scriptLoaded) {
+        await this.#redis.script("LOAD", script.source);
+        this.#scriptLoaded = true;
+      }
       results = (await pipe.exec()) ?? [];
+      // Redis restarted empty: load the script again at the next sync, which pushes these calls.
+      if (results.some(([err]) => err?.message.startsWith("NOSCRIPT"))) this.#scriptLoaded = false;
     } catch (err) {
       failure = err;
     }
-    let at = 0;
-    for (const b of batch) {
-      const [err, value] = results[at] ?? [failure ?? new Error("no reply"), null];
-      at += b.pushed > 0 ? 2 : 1;
-      b.count.inflight -= b.pushed;
-      if (err) {
-        b.count.pending += b.pushed; // pushed again by the next sync
-        failure ??= err;
-      } else {
-        b.count.total = Number(value ?? 0);
-      }
-    }
+    chunks.forEach((chunk, c) => {
+      const [err, reply] = results[c] ?? [failure ?? new Error("no reply"), null];
+      chunk.forEach((b, i) => {
+        b.state.inflight -= b.pushed;
+        const row = (reply as string[][] | null)?.[i];
+        if (err || !row) {
+          b.state.pending += b.pushed; // pushed again by the next sync
+          failure ??= err;
+          return;
+        }
+        const [limit, tokens] = parseLimit(row[0], row[1], row[2]);
+        // The cluster's bucket as of the sync's start, refilled since, less this node's calls
+        // admitted while the sync ran (they are in `pending`, pushed by the next sync).
+        b.state.limit = limit;
+        b.state.ready = undefined;
+        b.state.tokens = tokens;
+        b.state.at = now;
+        refill(b.state, this.#now());
+        b.state.tokens -= b.state.pending;
+      });
+    });
     if (failure && !this.#failing) {
       const message = failure instanceof Error ? failure.message : String(failure);
       console.warn(`rate limiter: cannot sync with the users Redis (${message}); counting locally`);

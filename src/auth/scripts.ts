@@ -7,7 +7,9 @@ export const AUTH_SCRIPT_NAMES = [
   "user_delete",
   "user_set_password",
   "user_rehash",
+  "user_set_rate_limit",
   "login_attempt",
+  "rate_sync",
 ] as const;
 
 /** The name of one auth script. */

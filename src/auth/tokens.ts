@@ -100,7 +100,21 @@ export class TokenService {
     if (claims.exp <= now) throw new TokenError("expired");
     const current = await this.#currentVersion(claims.sub);
     if (current === null || current !== claims.ver) throw new TokenError("revoked");
-    return { username: claims.sub, role: claims.role };
+    return { username: claims.sub, role: claims.role, tokenVersion: claims.ver };
+  }
+
+  /**
+   * Checks a principal another node verified and forwarded, against the user as it is now: a
+   * user deleted (or deleted and created again, or whose password changed) while its request
+   * was on its way is refused, like its token would be here. A principal without a token version
+   * (from a node of an earlier version) needs only its user to exist. Throws TokenError.
+   */
+  async checkForwarded(principal: Principal): Promise<void> {
+    const current = await this.#currentVersion(principal.username);
+    if (current === null) throw new TokenError("revoked");
+    if (principal.tokenVersion !== undefined && principal.tokenVersion !== current) {
+      throw new TokenError("revoked");
+    }
   }
 
   /**

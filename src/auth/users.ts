@@ -2,6 +2,8 @@ import type { Redis } from "ioredis";
 import { BrokerError } from "../broker/errors.ts";
 import { userKeys } from "../broker/keys.ts";
 import { dummyHash, hashPassword, needsRehash, verifyPassword } from "./passwords.ts";
+import { HashSlots } from "./hash_slots.ts";
+import type { RateLimit } from "./rate_limit.ts";
 import { runAuthScript } from "./scripts.ts";
 
 /** The two roles. Admins manage users and may manage every entity. */
@@ -18,6 +20,11 @@ export interface User {
 export interface Principal {
   username: string;
   role: Role;
+  /**
+   * The user's token version the token carried: a node serving a forwarded request checks it
+   * against the user as it is now (deleted or created again: refused).
+   */
+  tokenVersion?: number;
 }
 
 /** A page of users in name order; `next` is the `after` of the following page, null at the end. */
@@ -66,10 +73,26 @@ function asRole(value: string | null): Role | null {
 export class UserStore {
   readonly #redis: Redis;
   readonly #hashCost: number;
+  readonly #slots: HashSlots;
 
-  constructor(redis: Redis, opts: { hashCost: number }) {
+  constructor(
+    redis: Redis,
+    opts: { hashCost: number; hashConcurrency?: number; hashQueue?: number },
+  ) {
     this.#redis = redis;
     this.#hashCost = opts.hashCost;
+    this.#slots = new HashSlots({
+      concurrency: opts.hashConcurrency ?? 1,
+      maxWaiting: opts.hashQueue ?? 64,
+    });
+  }
+
+  #hash(password: string): Promise<string> {
+    return this.#slots.run(() => hashPassword(password, this.#hashCost));
+  }
+
+  #verify(password: string, hash: string): Promise<boolean> {
+    return this.#slots.run(() => verifyPassword(password, hash));
   }
 
   /** The Redis connection (health checks). */
@@ -86,7 +109,7 @@ export class UserStore {
       );
     }
     checkPasswordLength(password);
-    const hash = await hashPassword(password, this.#hashCost);
+    const hash = await this.#hash(password);
     const createdAt = new Date().toISOString();
     await runAuthScript(this.#redis, "user_create", [userKeys.user(username), userKeys.index], [
       username,
@@ -142,12 +165,12 @@ export class UserStore {
     );
     const r = asRole(role);
     if (!r || !hash || version === null) {
-      await verifyPassword(password, await dummyHash(this.#hashCost));
+      await this.#verify(password, await dummyHash(this.#hashCost));
       return null;
     }
-    if (!(await verifyPassword(password, hash))) return null;
+    if (!(await this.#verify(password, hash))) return null;
     if (needsRehash(hash, this.#hashCost)) {
-      const upgraded = await hashPassword(password, this.#hashCost);
+      const upgraded = await this.#hash(password);
       await runAuthScript(this.#redis, "user_rehash", [key], [hash, upgraded]);
     }
     return {
@@ -168,7 +191,7 @@ export class UserStore {
     opts: { expectTokenVersion?: number } = {},
   ): Promise<void> {
     checkPasswordLength(password);
-    const hash = await hashPassword(password, this.#hashCost);
+    const hash = await this.#hash(password);
     await runAuthScript(this.#redis, "user_set_password", [userKeys.user(username)], [
       username,
       hash,
@@ -176,6 +199,35 @@ export class UserStore {
       opts.expectTokenVersion ?? "",
       new Date().toISOString(),
       userKeys.changes,
+    ]);
+  }
+
+  /**
+   * The user's own rate limit: undefined when the cluster default applies, null for no limit.
+   * `not_found` if the user does not exist.
+   */
+  async rateLimit(username: string): Promise<RateLimit | undefined> {
+    const [role, stored] = await this.#redis.hmget(userKeys.user(username), "role", "rateLimit");
+    if (!asRole(role)) throw new BrokerError("not_found", `user '${username}' does not exist`);
+    if (stored === null) return undefined;
+    if (stored === "none") return null;
+    const [rps, burst] = stored.split(":").map(Number);
+    return { requestsPerSecond: rps, burst };
+  }
+
+  /**
+   * Sets the user's own rate limit (null: no limit), or with undefined clears it so the cluster
+   * default applies. Nodes apply it at their next bucket sync. `not_found` if there is no user.
+   */
+  async setRateLimit(username: string, limit: RateLimit | undefined): Promise<void> {
+    const stored = limit === undefined
+      ? ""
+      : limit === null
+      ? "none"
+      : `${limit.requestsPerSecond}:${limit.burst}`;
+    await runAuthScript(this.#redis, "user_set_rate_limit", [userKeys.user(username)], [
+      username,
+      stored,
     ]);
   }
 

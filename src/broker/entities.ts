@@ -99,3 +99,29 @@ export async function listEntities(
   }
   return { entities, next: more ? page[page.length - 1] : null };
 }
+
+/** Access fields as one caller sees them: the lists may be left out. */
+export type SeenAccess =
+  & Pick<EntityAccess, "restricted">
+  & Partial<Pick<EntityAccess, "senders" | "receivers">>;
+
+/** A queue or topic with its access fields as one caller sees them. */
+export type SeenEntity<T extends { config: { access: EntityAccess } }> =
+  & Omit<T, "config">
+  & { config: Omit<T["config"], "access"> & { access: SeenAccess } };
+
+/**
+ * A queue or topic as a caller may read it: who else may send and receive is for the owner and
+ * the admins (who may change it); others learn only whether the entity is restricted.
+ */
+export function seenBy<T extends { owner: string; config: { access: EntityAccess } }>(
+  caller: Caller,
+  entity: T,
+): SeenEntity<T> {
+  const manages = caller.role === "admin" || caller.username === entity.owner;
+  const access: SeenAccess = manages
+    ? entity.config.access
+    : { restricted: entity.config.access.restricted };
+  // The spread of a generic object types as an intersection, which keeps the lists required.
+  return { ...entity, config: { ...entity.config, access } } as unknown as SeenEntity<T>;
+}

@@ -12,6 +12,7 @@ export const BROKER_ERROR_CODES = [
   "unavailable", // this node cannot serve the entity right now; nothing was changed (retry)
   "store_lost", // the node's local store lost its data; nothing was changed (retry)
   "outcome_unknown", // a change was made but not confirmed in time: it may or may not last
+  "memory_full", // the owner's store is above its memory high watermark: new messages refused
 ] as const;
 
 /** One of BROKER_ERROR_CODES. */

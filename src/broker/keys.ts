@@ -79,5 +79,7 @@ export const userKeys = {
   index: `${PREFIX}:users`, // zset of names, for listing
   changes: `${PREFIX}:user-changes`, // pub/sub channel: token invalidation
   loginFailures: (username: string, client: string) => `${PREFIX}:login-fail:${username}:${client}`,
-  rate: (user: string, window: number) => `${PREFIX}:rate:${user}:${window}`,
+  addressLoginFailures: (client: string) => `${PREFIX}:login-fail-address:${client}`,
+  clusterLoginFailures: `${PREFIX}:login-fail-cluster`,
+  bucket: (user: string) => `${PREFIX}:rate-bucket:${user}`, // token bucket {t, at}
 };

@@ -110,6 +110,11 @@ export interface StoreOptions {
   epochOf?: (entity: EntityRef) => number;
   /** Told when a script finds the store without its identity: it lost its data. */
   onLost?: () => void;
+  /**
+   * Asked before each change made as the owner (never before a replica's apply); throws to
+   * refuse it. The node's memory alarm (MemoryWatch.admit) refuses new messages here.
+   */
+  admitChange?: (op: ScriptName, args: readonly string[]) => void;
   /** The clock; tests may replace it. */
   now?: () => number;
 }
@@ -151,6 +156,7 @@ export class Store {
   readonly #sink: RecordSink;
   readonly #epochOf: (entity: EntityRef) => number;
   readonly #onLost: () => void;
+  readonly #admitChange: (op: ScriptName, args: readonly string[]) => void;
   #incarnation: string;
   readonly now: () => number;
 
@@ -166,6 +172,7 @@ export class Store {
     this.#sink = opts.sink;
     this.#epochOf = opts.epochOf ?? (() => 0);
     this.#onLost = opts.onLost ?? (() => {});
+    this.#admitChange = opts.admitChange ?? (() => {});
     this.now = opts.now ?? Date.now;
   }
 
@@ -232,7 +239,10 @@ export class Store {
     const strArgs = args.map(String);
     const at = this.now();
     const epoch = opts.takeOver?.epoch ?? this.#epochOf(entity);
-    if (!opts.takeOver) this.#sink.admit?.(entity);
+    if (!opts.takeOver) {
+      this.#admitChange(op, strArgs);
+      this.#sink.admit?.(entity);
+    }
     // Not connected now: the script would wait in ioredis's offline queue and fail there, never
     // sent. A connection that breaks once it is sent leaves the outcome unknown (#failure).
     if (this.#redis.status !== "ready") {

@@ -211,6 +211,18 @@ export interface TopicReceiveOptions {
   excludeOwn?: boolean;
 }
 
+/** Where a seek moved a subscription. */
+export interface SeekResult {
+  /** The new position (the next offset to deliver). */
+  position: number;
+  /** In-flight and pending deliveries dropped (their receipts turn stale). */
+  dropped: number;
+  /** The offset asked for; null for a seek by time. */
+  requestedOffset: number | null;
+  /** The offset asked for lay outside the retained range: position is the nearest end of it. */
+  clamped: boolean;
+}
+
 /** A configuration change: any subset of the fields, access fields one by one. */
 export type TopicConfigPatch = Partial<Omit<TopicConfig, "access">> & {
   access?: Partial<TopicAccess>;
@@ -693,15 +705,16 @@ export class TopicService {
   }
 
   /**
-   * Moves a subscription's position to an offset (clamped to the retained range) or to the first
-   * message published at or after a time; its in-flight and pending deliveries are dropped.
+   * Moves a subscription's position to an offset (clamped to the retained range, which the
+   * answer says) or to the first message published at or after a time; its in-flight and pending
+   * deliveries are dropped. Its creator, the topic owner or an admin.
    */
   async seek(
     caller: Caller,
     name: string,
     sub: string,
     to: { offset: number } | { time: number },
-  ): Promise<{ position: number; dropped: number }> {
+  ): Promise<SeekResult> {
     const res = await this.store.change<{ position: number; dropped: number }>(
       this.#ref(name),
       "topic_seek",
@@ -712,7 +725,13 @@ export class TopicService {
       ],
     );
     this.notifier.notify(this.wakeKey(name));
-    return res;
+    const requestedOffset = "offset" in to ? to.offset : null;
+    return {
+      position: res.position,
+      dropped: res.dropped,
+      requestedOffset,
+      clamped: requestedOffset !== null && requestedOffset !== res.position,
+    };
   }
 
   /** Moves up to `max` dead letters back for redelivery (creator, topic owner or admin). */

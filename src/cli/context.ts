@@ -17,6 +17,14 @@ export const EXIT = {
   unavailable: 4,
 } as const;
 
+/**
+ * Where the token commands send comes from: MOMD_TOKEN when set (it overrides the saved login),
+ * otherwise the login saved by `momd login`. Messages about a bad token name it.
+ */
+export function tokenSource(io: Pick<CliIo, "env">): "env" | "saved" {
+  return io.env("MOMD_TOKEN") ? "env" : "saved";
+}
+
 /** What a command gets: its parsed arguments and ways to reach the user and the server. */
 export interface Ctx {
   io: CliIo;
@@ -100,7 +108,9 @@ export function makeContext(
     },
     async client() {
       const url = await ctx.url();
-      const token = io.env("MOMD_TOKEN") || (await ctx.credentials())?.token;
+      const token = tokenSource(io) === "env"
+        ? io.env("MOMD_TOKEN")
+        : (await ctx.credentials())?.token;
       return new MomdClient({
         url,
         token,

@@ -4,11 +4,14 @@ import { int, need, str, UsageError, type Values } from "./args.ts";
 import type { Command, Ctx } from "./context.ts";
 import { table, time } from "./output.ts";
 
-/** Who may use a queue or topic besides its owner and the admins. */
+/**
+ * Who may use a queue or topic besides its owner and the admins (the lists are shown to the
+ * owner and the admins only).
+ */
 export interface Access {
   restricted: boolean;
-  senders: string[];
-  receivers: string[];
+  senders?: string[];
+  receivers?: string[];
 }
 
 /** The access fields given by --restricted, --unrestricted, --sender and --receiver. */
@@ -26,11 +29,13 @@ export function accessFrom(values: Values): Partial<Access> {
 
 /** The access line of `get`. */
 export function showAccess(access: Access): string {
-  return access.restricted
-    ? `restricted; senders: ${access.senders.join(", ") || "-"}; receivers: ${
-      access.receivers.join(", ") || "-"
-    }`
-    : "any authenticated user";
+  if (!access.restricted) return "any authenticated user";
+  if (!access.senders || !access.receivers) {
+    return "restricted (the lists are shown to the owner and admins)";
+  }
+  return `restricted; senders: ${access.senders.join(", ") || "-"}; receivers: ${
+    access.receivers.join(", ") || "-"
+  }`;
 }
 
 /** What `list` and `delete` need to know about a kind of entity. */
@@ -92,14 +97,14 @@ export function deleteCommand(kind: EntityKind, text: { summary: string; help: s
   };
 }
 
-/** Prints the outcome of an ack; exit code 3 when some receipts were stale. */
+/** Prints the outcome of an ack; exit code 3 when some receipts were stale (with --json too). */
 export async function reportAck(
   ctx: Ctx,
   results: readonly { ok: boolean }[],
 ): Promise<number | void> {
-  if (ctx.json) return void await ctx.printJson({ results });
   const stale = results.filter((r) => !r.ok).length;
-  await ctx.out(`acknowledged ${results.length - stale} message(s)\n`);
+  if (ctx.json) await ctx.printJson({ results });
+  else await ctx.out(`acknowledged ${results.length - stale} message(s)\n`);
   if (stale) {
     await ctx.err(`momd: ${stale} receipt(s) stale: not the current delivery of a message\n`);
     return 3;

@@ -3,15 +3,18 @@
 /** A batch of lines and how far into the input it reaches. */
 export interface LineBatch {
   lines: string[];
-  /** Line number (1-based) of each line in the input (blank lines are skipped, not renumbered). */
+  /**
+   * Line number (1-based) of each line in the input (blank lines, also those of only white
+   * space, are skipped, not renumbered).
+   */
   numbers: number[];
   /** Bytes of input up to the end of this batch's last line (for a progress bar). */
   bytesRead: number;
 }
 
 /**
- * Splits a byte stream into lines (`\n` or `\r\n`; blank lines skipped) and yields them in
- * batches of `size`, holding no more than one batch in memory.
+ * Splits a byte stream into lines (`\n` or `\r\n`; blank lines, also those of only white space,
+ * skipped) and yields them in batches of `size`, holding no more than one batch in memory.
  */
 export async function* lineBatches(
   input: ReadableStream<Uint8Array>,
@@ -28,7 +31,7 @@ export async function* lineBatches(
     lineNo++;
     bytesRead += encoder.encode(line).length + 1;
     const text = line.endsWith("\r") ? line.slice(0, -1) : line;
-    if (text === "") return;
+    if (text.trim() === "") return; // a line of only spaces or tabs is blank too
     batch.push(text);
     numbers.push(lineNo);
   };

@@ -7,7 +7,7 @@
  */
 import { MomdConnectionError, MomdError } from "../client/mod.ts";
 import { parse, UsageError } from "./args.ts";
-import { CliExit, type Command, EXIT, type Group, makeContext } from "./context.ts";
+import { CliExit, type Command, EXIT, type Group, makeContext, tokenSource } from "./context.ts";
 import { type CliIo, denoIo } from "./io.ts";
 import { login, logout, whoami } from "./commands/auth.ts";
 import { queueGroup } from "./commands/queue.ts";
@@ -132,7 +132,19 @@ function problemLines(err: MomdError): string {
   ).join("");
 }
 
-function hintFor(err: MomdError): string {
+function hintFor(err: MomdError, source: "env" | "saved"): string {
+  if (source === "env") {
+    // MOMD_TOKEN overrides the saved login: logging in again would not change what is sent.
+    const fix = "set MOMD_TOKEN to a new token, or unset it to use the saved login";
+    switch (err.code) {
+      case "token_expired":
+        return `the token in MOMD_TOKEN has expired: ${fix}`;
+      case "token_revoked":
+        return `the token in MOMD_TOKEN was revoked (password changed or user deleted): ${fix}`;
+      case "token_invalid":
+        return `the token in MOMD_TOKEN is not valid for this server: ${fix}`;
+    }
+  }
   switch (err.code) {
     case "unauthenticated":
       return "not logged in: run 'momd login'";
@@ -160,7 +172,8 @@ async function report(io: CliIo, err: unknown, command?: string): Promise<number
   }
   if (err instanceof MomdError) {
     const code = err.code ? ` ${err.code}` : "";
-    await io.stderr(`momd: ${hintFor(err)} (${err.status}${code})\n${problemLines(err)}`);
+    const hint = hintFor(err, tokenSource(io));
+    await io.stderr(`momd: ${hint} (${err.status}${code})\n${problemLines(err)}`);
     if (err.retryAfterSeconds !== undefined && err.status === 429) {
       await io.stderr(`momd: try again in ${Math.ceil(err.retryAfterSeconds)} s\n`);
     }

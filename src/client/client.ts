@@ -142,7 +142,8 @@ export class MomdClient {
   /**
    * The cluster as the answering node sees it (`GET /v1/cluster`): its nodes, the controller,
    * and every queue's and topic's owner, replicas, epoch and replication lag. `local: true` skips
-   * asking the peers for their lag. A single node answers with `mode: "single"`.
+   * asking the peers for their lag. A single node answers with `mode: "single"`. Admins only
+   * (403 otherwise).
    */
   async cluster(options: { local?: boolean } = {}): Promise<ClusterStatus> {
     return (await this.#call<ClusterStatus>({

@@ -233,7 +233,11 @@ export function startConsumer<M extends Delivery | TopicDelivery>(
           if (!transient(err)) throw err;
           onError(err);
           const asked = err instanceof MomdError ? (err.retryAfterSeconds ?? 0) * 1000 : 0;
-          const delay = Math.max(asked, fullJitter(outages++, { baseMs: 500, capMs: 30_000 }));
+          // A rate limit is not an outage: come back when the server says, without growing waits.
+          const throttled = err instanceof MomdError && err.status === 429;
+          const delay = throttled
+            ? asked + fullJitter(0, { baseMs: 100, capMs: 100 })
+            : Math.max(asked, fullJitter(outages++, { baseMs: 500, capMs: 30_000 }));
           await sleep(delay, stopping.signal).catch(() => {});
           continue;
         }

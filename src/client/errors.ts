@@ -53,3 +53,22 @@ export class MomdConnectionError extends Error {
     this.request = options.request;
   }
 }
+
+/**
+ * A send of more messages than one request carries failed part way: the requests before the
+ * failure were stored (each all or none, in order), the rest was not sent. `sent` holds the
+ * outcomes of the stored messages (the first `sent.length` of the input); `cause` is the
+ * failure (a MomdError or a MomdConnectionError). Only thrown once something was stored: a
+ * failure of the first request throws that failure itself.
+ */
+export class MomdPartialSendError<T = unknown> extends Error {
+  /** Outcomes of the messages stored before the failure, in input order. */
+  readonly sent: T[];
+
+  constructor(sent: T[], total: number, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`${sent.length} of ${total} message(s) stored before a failure: ${why}`, { cause });
+    this.name = "MomdPartialSendError";
+    this.sent = sent;
+  }
+}

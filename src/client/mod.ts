@@ -18,7 +18,7 @@
  */
 export { MomdClient } from "./client.ts";
 export type { ClientOptions } from "./client.ts";
-export { MomdConnectionError, MomdError } from "./errors.ts";
+export { MomdConnectionError, MomdError, MomdPartialSendError } from "./errors.ts";
 export type { RetryInfo, RetryOptions } from "./http.ts";
 export type { SignalOption } from "./caller.ts";
 export { QueuesApi } from "./queues.ts";

@@ -1,4 +1,5 @@
-import { type Caller, receiptsOf, type SignalOption } from "./caller.ts";
+import { BATCH_MAX, type Caller, receiptsOf, type SignalOption } from "./caller.ts";
+import { MomdPartialSendError } from "./errors.ts";
 import { path } from "./http.ts";
 import type {
   Delivery,
@@ -147,13 +148,35 @@ export class QueuesApi {
   }
 
   /**
-   * Sends up to 100 messages, stored all or none, in order. Retried on 503, 504 and network
-   * errors only when every message carries a `dedupId` (see `send`).
+   * Sends messages in order. Up to 100 (the server's most per request) are one request, stored
+   * all or none; more are sent as consecutive requests of 100, one after the other, and the
+   * outcomes come back as one list in input order. When a later request fails, the earlier ones
+   * stay stored: MomdPartialSendError says which (`sent`). Each request is retried on 503, 504
+   * and network errors only when every message carries a `dedupId` (see `send`).
    */
   async sendBatch(
     name: string,
     messages: readonly MessageInput[],
     options: SignalOption = {},
+  ): Promise<SentMessage[]> {
+    if (messages.length <= BATCH_MAX) return await this.#sendOne(name, messages, options);
+    const sent: SentMessage[] = [];
+    for (let i = 0; i < messages.length; i += BATCH_MAX) {
+      try {
+        sent.push(...await this.#sendOne(name, messages.slice(i, i + BATCH_MAX), options));
+      } catch (err) {
+        if (sent.length === 0) throw err;
+        throw new MomdPartialSendError(sent, messages.length, err);
+      }
+    }
+    return sent;
+  }
+
+  /** One send request (at most BATCH_MAX messages). */
+  async #sendOne(
+    name: string,
+    messages: readonly MessageInput[],
+    options: SignalOption,
   ): Promise<SentMessage[]> {
     const body = {
       messages: messages.map((m) => {

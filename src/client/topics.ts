@@ -223,7 +223,11 @@ export class TopicsApi {
     })).body.results;
   }
 
-  /** Moves a subscription to an offset or a time; its in-flight deliveries are dropped. */
+  /**
+   * Moves a subscription to an offset or a time (its creator, the topic owner or an admin); its
+   * in-flight deliveries are dropped. `clamped` says when the offset lay outside the retained
+   * messages (the position is then the nearest end of them).
+   */
   async seek(ref: SubscriptionRef, target: SeekTarget): Promise<SeekResult> {
     return (await this.#call<SeekResult>({
       method: "POST",

@@ -50,6 +50,10 @@ export type CreateUserInput = z.input<typeof U.CreateUserBody>;
 export type PasswordChangeInput = z.input<typeof U.PasswordChangeBody>;
 /** Query of a user listing. */
 export type UserListOptions = Partial<z.output<typeof U.UserListQuery>>;
+/** A user's rate limit in force, and whether it is the user's own or the cluster default. */
+export type RateLimitSetting = z.output<typeof U.RateLimitSettingSchema>;
+/** A user's own limit (`burst` defaults to two seconds' worth), or `{ unlimited: true }`. */
+export type RateLimitInput = z.input<typeof U.RateLimitBody>;
 
 // ---- queues -----------------------------------------------------------------------------------
 

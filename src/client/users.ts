@@ -3,6 +3,8 @@ import { path } from "./http.ts";
 import type {
   CreateUserInput,
   PasswordChangeInput,
+  RateLimitInput,
+  RateLimitSetting,
   User,
   UserListOptions,
   UserPage,
@@ -67,5 +69,33 @@ export class UsersApi {
       retry: true,
     });
     this.#onPasswordChanged?.(name, change.password);
+  }
+
+  /** The user's rate limit in force (admin, or the user itself). */
+  async rateLimit(name: string): Promise<RateLimitSetting> {
+    return (await this.#call<RateLimitSetting>({
+      method: "GET",
+      path: path`/v1/users/${name}/rate-limit`,
+      retry: true,
+    })).body;
+  }
+
+  /** Gives the user its own rate limit, or none with `{ unlimited: true }` (admin). */
+  async setRateLimit(name: string, limit: RateLimitInput): Promise<RateLimitSetting> {
+    return (await this.#call<RateLimitSetting>({
+      method: "PUT",
+      path: path`/v1/users/${name}/rate-limit`,
+      body: limit,
+      retry: true,
+    })).body;
+  }
+
+  /** Puts the user back on the cluster's default rate limit (admin). */
+  async clearRateLimit(name: string): Promise<RateLimitSetting> {
+    return (await this.#call<RateLimitSetting>({
+      method: "DELETE",
+      path: path`/v1/users/${name}/rate-limit`,
+      retry: true,
+    })).body;
   }
 }

@@ -1,6 +1,7 @@
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { z } from "zod";
 import { type Config, ConfigSchema, type GrpcTls } from "./schema.ts";
+import { SECRET_ADVICE, weakSecretReason } from "./secrets.ts";
 
 type Field = keyof z.infer<typeof ConfigSchema>;
 
@@ -181,10 +182,22 @@ export const SETTINGS: readonly Setting[] = [
     help: "comma-separated proxy addresses whose X-Forwarded-For is trusted",
   },
   {
-    field: "rateLimitPerMinute",
-    env: "MOMD_RATE_LIMIT_PER_MINUTE",
-    flag: "rate-limit-per-minute",
-    help: "API calls per user per minute, cluster-wide",
+    field: "rateLimitPerSecond",
+    env: "MOMD_RATE_LIMIT_PER_SECOND",
+    flag: "rate-limit-per-second",
+    help: "calls per second per user without its own limit, cluster-wide (0: none)",
+  },
+  {
+    field: "rateLimitBurst",
+    env: "MOMD_RATE_LIMIT_BURST",
+    flag: "rate-limit-burst",
+    help: "calls a user may make at once above the rate (default: 2 s worth)",
+  },
+  {
+    field: "rateLimitMaxDelayMs",
+    env: "MOMD_RATE_LIMIT_MAX_DELAY_MS",
+    flag: "rate-limit-max-delay-ms",
+    help: "how long a call over the rate is held before 429",
   },
   {
     field: "loginFailuresPerMinute",
@@ -193,10 +206,34 @@ export const SETTINGS: readonly Setting[] = [
     help: "failed logins per username and client per minute",
   },
   {
+    field: "loginFailuresPerAddressPerMinute",
+    env: "MOMD_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE",
+    flag: "login-failures-per-address-per-minute",
+    help: "failed logins per client address per minute, any username",
+  },
+  {
+    field: "loginFailuresClusterPerMinute",
+    env: "MOMD_LOGIN_FAILURES_CLUSTER_PER_MINUTE",
+    flag: "login-failures-cluster-per-minute",
+    help: "failed logins per minute over the cluster before addresses that failed must wait",
+  },
+  {
+    field: "passwordHashConcurrency",
+    env: "MOMD_PASSWORD_HASH_CONCURRENCY",
+    flag: "password-hash-concurrency",
+    help: "password hashes one node computes at once",
+  },
+  {
     field: "maxBodyBytes",
     env: "MOMD_MAX_BODY_BYTES",
     flag: "max-body-bytes",
     help: "largest accepted request body",
+  },
+  {
+    field: "memoryHighWatermark",
+    env: "MOMD_MEMORY_HIGH_WATERMARK",
+    flag: "memory-high-watermark",
+    help: "share of the local Redis's maxmemory (0.1-1) above which sends are refused (507)",
   },
   {
     field: "passwordHashCost",
@@ -258,6 +295,11 @@ export function loadConfig(
   env: Record<string, string | undefined>,
 ): Config {
   const flags = parseFlags(args);
+  for (const [name, replacement] of Object.entries(REPLACED)) {
+    if (env[name] !== undefined) {
+      throw new ConfigError(`${name}: no longer read; ${replacement}`);
+    }
+  }
   const raw: Record<string, unknown> = {};
   for (const s of SETTINGS) {
     const value = flags.get(s.flag) ?? env[s.env];
@@ -272,7 +314,7 @@ export function loadConfig(
     const issue = parsed.error.issues[0];
     const setting = SETTINGS.find((s) => s.field === issue.path[0]);
     const name = setting ? `${setting.env} (--${setting.flag})` : issue.path.join(".");
-    throw new ConfigError(`${name}: ${issue.message}`);
+    throw new ConfigError(`${name}: ${rangeMessage(issue) ?? issue.message}`);
   }
   const cfg = parsed.data;
   if (cfg.minInSyncReplicas > cfg.replicationFactor) {
@@ -296,8 +338,22 @@ export function loadConfig(
   }
   if (cfg.zookeeper && !cfg.clusterSecret) {
     throw new ConfigError(
-      "MOMD_CLUSTER_SECRET (--cluster-secret): required when MOMD_ZOOKEEPER is set",
+      `MOMD_CLUSTER_SECRET (--cluster-secret): required when MOMD_ZOOKEEPER is set; ` +
+        `${SECRET_ADVICE} (the same on every node)`,
     );
+  }
+  if (!cfg.devMode) {
+    // Development mode may use anything; elsewhere a guessable secret opens every token (JWT)
+    // or lets anyone on the network act as a node (cluster).
+    for (const field of ["jwtSecret", "clusterSecret"] as const) {
+      const value = cfg[field];
+      const why = value === undefined ? undefined : weakSecretReason(value);
+      if (why) {
+        throw new ConfigError(
+          `${settingName(field)}: refused, ${why}; ${SECRET_ADVICE} (the same on every node)`,
+        );
+      }
+    }
   }
   const grpcTls = readGrpcTls(cfg);
   let jwtSecret = cfg.jwtSecret;
@@ -317,6 +373,39 @@ export function loadConfig(
   const adminPasswordGenerated = adminPassword === undefined;
   adminPassword ??= randomSecret().slice(0, 20);
   return { ...cfg, jwtSecret, adminPassword, adminPasswordGenerated, grpcTls };
+}
+
+/** Settings of earlier versions, refused with what replaced them (a silent no-op would mislead). */
+const REPLACED: Record<string, string> = {
+  MOMD_RATE_LIMIT_PER_MINUTE:
+    "use MOMD_RATE_LIMIT_PER_SECOND (and MOMD_RATE_LIMIT_BURST): limits are token buckets now",
+};
+
+/** Bounds of a number setting, from its schema (through `.default()` and `.optional()`). */
+function numberBounds(field: PropertyKey): { min: number | null; max: number | null } | undefined {
+  let schema: unknown = (ConfigSchema.shape as Record<PropertyKey, unknown>)[field];
+  while (schema instanceof z.ZodDefault || schema instanceof z.ZodOptional) {
+    schema = schema.unwrap();
+  }
+  if (!(schema instanceof z.ZodNumber)) return undefined;
+  return { min: schema.minValue, max: schema.maxValue };
+}
+
+/**
+ * "must be between 1 and 9" for a number out of its range: the schemas' own message ("must be a
+ * whole number") is meant for a value that is not a number at all.
+ */
+function rangeMessage(issue: z.core.$ZodIssue): string | undefined {
+  if (issue.code !== "too_small" && issue.code !== "too_big") return undefined;
+  const bounds = numberBounds(issue.path[0]);
+  if (!bounds) return undefined;
+  const { min, max } = bounds;
+  const finite = (n: number | null) =>
+    n !== null && Number.isFinite(n) && Math.abs(n) < Number.MAX_SAFE_INTEGER;
+  if (finite(min) && finite(max)) return `must be between ${min} and ${max}`;
+  if (finite(min)) return `must be at least ${min}`;
+  if (finite(max)) return `must be at most ${max}`;
+  return undefined;
 }
 
 function settingName(field: Field): string {

@@ -1,8 +1,26 @@
 import { z } from "zod";
 import { isTrustedProxyEntry } from "./addresses.ts";
 
-const redisUrl = z.string().regex(/^rediss?:\/\/.+/, "must be a redis:// or rediss:// URL");
-const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port");
+/** A TCP port's problem, if it is one: checked here so a bad port stops the node before it starts. */
+function badPort(port: string): string | undefined {
+  const n = Number(port);
+  return Number.isInteger(n) && n >= 1 && n <= 65535
+    ? undefined
+    : `the port (${port}) must be between 1 and 65535`;
+}
+
+const redisUrl = z.string().regex(/^rediss?:\/\/.+/, "must be a redis:// or rediss:// URL")
+  .superRefine((value, ctx) => {
+    // The authority's port, after any user:password@ and an IPv6 [host].
+    const port = /^rediss?:\/\/(?:[^@/]*@)?(?:\[[^\]]*\]|[^:/?#]*)(?::([^/?#]*))?/.exec(value)?.[1];
+    const problem = port === undefined || port === "" ? undefined : badPort(port);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, "must be host:port")
+  .superRefine((value, ctx) => {
+    const problem = badPort(value.slice(value.lastIndexOf(":") + 1));
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
 
 /** Every setting of a node. Environment variables and flags map onto these fields. */
 export const ConfigSchema = z.object({
@@ -22,6 +40,12 @@ export const ConfigSchema = z.object({
     /^[^\s,]+:\d+(,[^\s,]+:\d+)*(\/[\w/-]*)?$/,
     "must be host:port[,host:port...]",
   )
+    .superRefine((value, ctx) => {
+      for (const server of value.replace(/\/.*$/, "").split(",")) {
+        const problem = badPort(server.slice(server.lastIndexOf(":") + 1));
+        if (problem) ctx.addIssue({ code: "custom", message: `${server}: ${problem}` });
+      }
+    })
     .optional(),
   /** Shared secret every inter-node gRPC call carries (required with ZooKeeper). */
   clusterSecret: z.string().min(32, "must be at least 32 characters").optional(),
@@ -61,15 +85,34 @@ export const ConfigSchema = z.object({
   trustedProxies: z.array(
     z.string().refine(isTrustedProxyEntry, "must be an IP address or CIDR range"),
   ).default([]),
-  rateLimitPerMinute: z.coerce.number({ error: "must be a whole number" }).int().min(1).default(
-    6000,
+  /** Calls per second per user without its own limit, cluster-wide; 0 turns the default off. */
+  rateLimitPerSecond: z.coerce.number({ error: "must be a number" }).min(0).max(1_000_000).default(
+    5000,
   ),
+  /** Token bucket size of the default limit (default: two seconds' worth). */
+  rateLimitBurst: z.coerce.number({ error: "must be a whole number" }).int().min(1).max(10_000_000)
+    .optional(),
+  /** How long a call over its rate is held before it is served; beyond it, 429. */
+  rateLimitMaxDelayMs: z.coerce.number({ error: "must be a whole number" }).int().min(0).max(5000)
+    .default(500),
   loginFailuresPerMinute: z.coerce.number({ error: "must be a whole number" }).int().min(1).default(
     10,
   ),
+  loginFailuresPerAddressPerMinute: z.coerce.number({ error: "must be a whole number" }).int()
+    .min(1).default(30),
+  loginFailuresClusterPerMinute: z.coerce.number({ error: "must be a whole number" }).int().min(1)
+    .default(600),
+  /** Password hashes one node computes at once (each is CPU-bound scrypt). */
+  passwordHashConcurrency: z.coerce.number({ error: "must be a whole number" }).int().min(1)
+    .max(64).default(1),
   maxBodyBytes: z.coerce.number({ error: "must be a whole number" }).int().min(1024).max(
     64 * 1024 * 1024,
   ).default(4 * 1024 * 1024),
+  /**
+   * Share of the local Redis's maxmemory from which the node refuses new messages (507), before
+   * Redis refuses every write; receives, acks, purges and deletes go on so consumers can drain.
+   */
+  memoryHighWatermark: z.coerce.number({ error: "must be a number" }).min(0.1).max(1).default(0.8),
   /** scrypt cost exponent (N = 2^x); lowered only for tests. */
   passwordHashCost: z.coerce.number({ error: "must be a whole number" }).int().min(10).max(20)
     .default(15),

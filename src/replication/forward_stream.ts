@@ -13,7 +13,8 @@ export interface WireHttpRequest {
   path: string;
   headers: { name: string; value: string }[];
   body: Uint8Array;
-  principal: { username: string; role: string } | null;
+  /** tokenVersion: a 64-bit field, a decimal string when received ("0": not sent). */
+  principal: { username: string; role: string; tokenVersion?: number | string } | null;
   callId?: string;
   /** Cancels the request in flight with this callId (no other field is read). */
   cancel?: boolean;

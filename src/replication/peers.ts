@@ -170,7 +170,13 @@ export class PeerClients {
       body: request.method === "GET" || request.method === "HEAD"
         ? EMPTY_BODY
         : Buffer.from(await request.arrayBuffer()),
-      principal: principal ? { username: principal.username, role: principal.role } : null,
+      principal: principal
+        ? {
+          username: principal.username,
+          role: principal.role,
+          tokenVersion: principal.tokenVersion,
+        }
+        : null,
     };
     const deadlineMs = opts.deadlineMs ?? 60_000;
     let res: WireHttpResponse;

@@ -566,9 +566,18 @@ export class ReplicationServer {
     if (body) headers.set("content-length", String(body.length));
     const request = new Request(`http://forwarded${path}`, { method, headers, body, signal });
     const role = req.principal?.role;
+    // Taken as verified by the sending node; the app still checks that the user exists now with
+    // this token version (it may have been deleted while the request was on its way).
+    // "0" is a node of an earlier version, which sends none; a version that is no safe integer
+    // (NaN) matches no user.
+    const version = String(req.principal?.tokenVersion ?? "0");
     const principal: Principal | null =
       req.principal?.username && (role === "admin" || role === "user")
-        ? { username: req.principal.username, role }
+        ? {
+          username: req.principal.username,
+          role,
+          ...(version === "0" ? {} : { tokenVersion: safeVersion(version) }),
+        }
         : null;
     const res = await this.#opts.forward!({ request, principal });
     const out: { name: string; value: string }[] = [];
@@ -579,4 +588,10 @@ export class ReplicationServer {
       body: Buffer.from(await res.arrayBuffer()),
     };
   }
+}
+
+/** A token version from the wire; NaN (never equal to a user's) when it is no safe integer. */
+function safeVersion(wire: string): number {
+  const n = Number(wire);
+  return Number.isSafeInteger(n) ? n : NaN;
 }

@@ -9,7 +9,7 @@
  * each log when the test fails, and always stops every process (also when starting fails).
  */
 import { BINARY_PERMISSIONS } from "../../scripts/compile.ts";
-import { redisServerArgs } from "../../scripts/processes.ts";
+import { NODE_REDIS_MAXMEMORY, redisServerArgs } from "../../scripts/processes.ts";
 import { renderLocalNginxConf } from "../../scripts/nginx_conf.ts";
 import type { ClusterStatus } from "../../src/api/routing.ts";
 
@@ -339,8 +339,8 @@ async function pollUntil<T>(
 
 // ---- the cluster --------------------------------------------------------------------------------
 
-function redisCommand(port: number, dir: string): string[] {
-  return ["redis-server", ...redisServerArgs(port, dir), "--loglevel", "warning"];
+function redisCommand(port: number, dir: string, maxmemory?: string): string[] {
+  return ["redis-server", ...redisServerArgs(port, dir, { maxmemory }), "--loglevel", "warning"];
 }
 
 function nginxBinary(): string {
@@ -431,7 +431,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const proc = new Proc(
       `redis-${name}`,
       `${dir}/logs/redis-${name}.log`,
-      redisCommand(port, data),
+      // A node's own store is bounded as deployed; the users and backup Redis are not.
+      redisCommand(port, data, nodeIds.includes(name) ? NODE_REDIS_MAXMEMORY : undefined),
       env,
     );
     redis.set(name, { proc, port, dir: data });
@@ -493,7 +494,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       MOMD_TRUSTED_PROXIES: PROXY_ADDRESS,
       MOMD_PASSWORD_HASH_COST: "10",
       // The load driver sends far more than a person would.
-      MOMD_RATE_LIMIT_PER_MINUTE: "10000000",
+      MOMD_RATE_LIMIT_PER_SECOND: "1000000",
       ...opts.env,
     };
     const proc = new Proc(

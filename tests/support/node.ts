@@ -3,6 +3,7 @@ import { createApp } from "../../src/api/app.ts";
 import { UserStore } from "../../src/auth/users.ts";
 import { TokenService, watchUserChanges } from "../../src/auth/tokens.ts";
 import { RedisRateLimiter } from "../../src/auth/redis_rate_limiter.ts";
+import type { RateLimit } from "../../src/auth/rate_limit.ts";
 import { Store } from "../../src/broker/store.ts";
 import { Notifier } from "../../src/broker/notifier.ts";
 import { QueueService } from "../../src/broker/queues.ts";
@@ -53,8 +54,15 @@ export interface TestApiOptions {
   sink?: RecordSink;
   /** The broker store's clock. */
   now?: () => number;
-  rateLimitPerMinute?: number;
+  /** The default rate limit (default: none) and how long a call over it is held (default 0). */
+  rateLimit?: RateLimit;
+  rateLimitMaxDelayMs?: number;
   loginFailuresPerMinute?: number;
+  loginFailuresPerAddressPerMinute?: number;
+  loginFailuresClusterPerMinute?: number;
+  /** Password hashes computed at once, and how many may wait (defaults of UserStore). */
+  hashConcurrency?: number;
+  hashQueue?: number;
   /** The rate limiter's sync interval (default 200 ms) and clock. */
   rateLimitSyncMs?: number;
   rateLimitNow?: () => number;
@@ -72,7 +80,11 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
   const redis = await startRedis();
   const local = connectRedis(`${redis.url}/0`, "test-local");
   const usersRedis = connectRedis(`${redis.url}/1`, "test-users");
-  const users = new UserStore(usersRedis, { hashCost: 10 });
+  const users = new UserStore(usersRedis, {
+    hashCost: 10,
+    hashConcurrency: opts.hashConcurrency,
+    hashQueue: opts.hashQueue,
+  });
   const tokens = new TokenService(users, {
     secret: "test-secret-test-secret-test-secret-0123",
     ttlSeconds: opts.tokenTtlSeconds ?? 600,
@@ -81,8 +93,11 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
   const userEvents = connectRedis(`${redis.url}/1`, "test-events");
   if (opts.watchUserChanges !== false) await watchUserChanges(userEvents, tokens);
   const limiter = new RedisRateLimiter(usersRedis, {
-    perMinute: opts.rateLimitPerMinute ?? 100_000,
+    defaultLimit: opts.rateLimit ?? null,
+    maxDelayMs: opts.rateLimitMaxDelayMs ?? 0,
     loginFailuresPerMinute: opts.loginFailuresPerMinute ?? 1000,
+    loginFailuresPerAddressPerMinute: opts.loginFailuresPerAddressPerMinute ?? 10_000,
+    loginFailuresClusterPerMinute: opts.loginFailuresClusterPerMinute ?? 100_000,
     syncIntervalMs: opts.rateLimitSyncMs,
     now: opts.rateLimitNow,
   });
@@ -94,6 +109,8 @@ export async function startTestApi(opts: TestApiOptions = {}): Promise<TestApi> 
       trustedProxies: opts.trustedProxies ?? [],
       loginFailuresPerMinute: opts.loginFailuresPerMinute ?? 1000,
       nodeId: "test",
+      rateLimitPerSecond: opts.rateLimit?.requestsPerSecond ?? 0,
+      rateLimitBurst: opts.rateLimit?.burst,
     },
     users,
     tokens,

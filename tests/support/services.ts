@@ -15,12 +15,17 @@ export interface RedisServer {
   stop(): Promise<void>;
 }
 
-/** Starts redis-server (from PATH) with append-only persistence in a fresh directory. */
-export async function startRedis(opts: { port?: number; dir?: string } = {}): Promise<RedisServer> {
+/**
+ * Starts redis-server (from PATH) with append-only persistence in a fresh directory; with
+ * `maxmemory` ("64mb"), bounded as a node's own store is (noeviction).
+ */
+export async function startRedis(
+  opts: { port?: number; dir?: string; maxmemory?: string } = {},
+): Promise<RedisServer> {
   const port = opts.port ?? freePort();
   const dir = opts.dir ?? await Deno.makeTempDir({ prefix: "momd-redis-" });
   const child = new Deno.Command("redis-server", {
-    args: [...redisServerArgs(port, dir), "--loglevel", "warning"],
+    args: [...redisServerArgs(port, dir, { maxmemory: opts.maxmemory }), "--loglevel", "warning"],
     stdout: "null",
     stderr: "null",
   }).spawn();

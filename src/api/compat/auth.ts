@@ -8,6 +8,7 @@ import type { MiddlewareHandler } from "hono";
 import { TokenError, type TokenService } from "../../auth/tokens.ts";
 import type { RateLimiter } from "../../auth/rate_limit.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
+import { admit, withRateLimitHeaders } from "../middleware/rate_limit.ts";
 import { CompatHttpError } from "./errors.ts";
 
 /**
@@ -20,7 +21,14 @@ export function compatAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const forwarded = forwardedOf(c);
     if (forwarded?.principal) {
-      // Another node verified the token and sent the caller over the authenticated channel.
+      // Another node verified the token and sent the caller over the authenticated channel;
+      // the user may have been deleted since.
+      try {
+        await tokens.checkForwarded(forwarded.principal);
+      } catch (err) {
+        if (!(err instanceof TokenError)) throw err;
+        throw new CompatHttpError(401, "Invalid token");
+      }
       c.set("principal", forwarded.principal);
       return next();
     }
@@ -55,16 +63,14 @@ export function compatAdmin(): MiddlewareHandler<AppEnv> {
   };
 }
 
-/** Takes one call from the user's cluster-wide budget (after compatAuth); spent: 429. */
+/** Takes one call from the user's cluster-wide bucket (after compatAuth); over it: 429. */
 export function compatRateLimit(limiter: RateLimiter): MiddlewareHandler<AppEnv> {
+  const refuse = (_detail: string, headers: Record<string, string>) =>
+    new CompatHttpError(429, "Too many requests.", headers);
   return async (c, next) => {
     if (forwardedOf(c)) return next(); // counted by the node that received it
-    const decision = limiter.take(c.get("principal").username);
-    if (!decision.allowed) {
-      throw new CompatHttpError(429, "Too many requests.", {
-        "retry-after": String(Math.max(1, Math.ceil(decision.retryAfterSeconds))),
-      });
-    }
+    const decision = await admit(limiter, c, refuse);
     await next();
+    withRateLimitHeaders(c, decision);
   };
 }

@@ -9,7 +9,8 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { ZodError } from "zod";
-import { BROKER_ERROR_CODES, BrokerError } from "../../broker/errors.ts";
+import { BROKER_ERROR_CODES, BrokerError, isConnectionError } from "../../broker/errors.ts";
+import { isBodyReadError, publicDetail } from "../problem.ts";
 
 /** An HTTP-level refusal of the compatibility API, rendered as `{"detail": ...}`. */
 export class CompatHttpError extends Error {
@@ -67,6 +68,30 @@ function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
   return v;
 }
 
+/** How deep an echoed input goes: a 20,000-deep body must not blow the stack on the way out. */
+const ECHO_DEPTH = 8;
+/** How many entries of an array or object, and characters of a string, an echo keeps. */
+const ECHO_ENTRIES = 64;
+const ECHO_CHARS = 1024;
+
+/** The input as a validation error echoes it: deep, wide or long values cut short. */
+function echo(value: unknown, depth = 0): unknown {
+  if (typeof value === "string") {
+    return value.length > ECHO_CHARS ? `${value.slice(0, ECHO_CHARS)}...` : value;
+  }
+  if (value === null || typeof value !== "object") return value;
+  if (depth >= ECHO_DEPTH) return Array.isArray(value) ? ["..."] : { "...": "..." };
+  if (Array.isArray(value)) {
+    const kept = value.slice(0, ECHO_ENTRIES).map((v) => echo(v, depth + 1));
+    return value.length > ECHO_ENTRIES ? [...kept, "..."] : kept;
+  }
+  const entries = Object.entries(value as Record<string, unknown>);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of entries.slice(0, ECHO_ENTRIES)) out[k] = echo(v, depth + 1);
+  if (entries.length > ECHO_ENTRIES) out["..."] = "...";
+  return out;
+}
+
 /** Turns zod issues into pydantic-v2-style entries (the wording the earlier clients saw). */
 export function validationDetails(
   error: ZodError,
@@ -77,12 +102,12 @@ export function validationDetails(
   return error.issues.map((issue): ValidationDetail => {
     const path = issue.path.map((p) => typeof p === "number" ? p : String(p));
     const loc = [where, ...path];
-    const input = valueAt(data, issue.path);
+    const input = echo(valueAt(data, issue.path));
     const i = issue as unknown as Record<string, unknown>;
     switch (issue.code) {
       case "invalid_type": {
         if (input === undefined) {
-          return { loc, msg: "Field required", type: "missing", input: valueAt(data, []) };
+          return { loc, msg: "Field required", type: "missing", input: echo(data) };
         }
         if (i.expected === "object") {
           return {
@@ -162,6 +187,14 @@ const DOMAIN_CODES = new Set<string>(
   BROKER_ERROR_CODES.filter((code) => code !== "stale_epoch" && code !== "unavailable"),
 );
 
+/** Codes of failures inside the cluster, whose details may name internals. */
+const INTERNAL_CODES = new Set<string>([
+  "stale_epoch",
+  "unavailable",
+  "store_lost",
+  "outcome_unknown",
+]);
+
 /** A refused outcome (HTTP 200) with a message. */
 export function refused(message: string): Outcome {
   return { success: false, message };
@@ -175,9 +208,17 @@ export function refused(message: string): Outcome {
 export function toCompatResponse(err: unknown, c: Context): Response {
   if (err instanceof CompatHttpError) return detailResponse(c, err.status, err.detail, err.headers);
   if (err instanceof BrokerError) {
-    if (DOMAIN_CODES.has(err.code)) return c.json(refused(err.detail), 200);
-    return detailResponse(c, 503, err.detail, {
+    // A failure inside the cluster keeps its reason but not its internals (publicDetail).
+    const detail = INTERNAL_CODES.has(err.code) ? publicDetail(err.detail) : err.detail;
+    if (detail !== err.detail) console.warn(`compat ${err.code}: ${err.detail}`);
+    if (DOMAIN_CODES.has(err.code)) return c.json(refused(detail), 200);
+    return detailResponse(c, 503, detail, {
       "retry-after": String(err.retryAfterSeconds ?? 1),
+    });
+  }
+  if (isConnectionError(err)) {
+    return detailResponse(c, 503, "a store this node depends on is unreachable; try again", {
+      "retry-after": "1",
     });
   }
   if (err instanceof HTTPException) {
@@ -193,6 +234,7 @@ export function toCompatResponse(err: unknown, c: Context): Response {
     const status = err.status as ContentfulStatusCode;
     return detailResponse(c, status, err.message || "Error");
   }
+  if (isBodyReadError(err)) return detailResponse(c, 400, "There was an error parsing the body");
   console.error("unhandled error (compatibility API)", err);
   return detailResponse(c, 500, "Internal Server Error");
 }

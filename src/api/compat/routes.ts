@@ -393,8 +393,12 @@ function unmatched(c: Context, known: readonly KnownRoute[]): Response {
   }
   const other = path.endsWith("/") ? path.slice(0, -1) : `${path}/`;
   if (other !== "" && known.some((r) => r.pattern.test(other))) {
+    // The Location is built from the path as sent (still percent-encoded): the decoded one may
+    // hold a space, CR or LF, which no header may carry.
     const url = new URL(c.req.url);
-    return c.redirect(`${other}${url.search}`, 307);
+    const raw = url.pathname;
+    const location = raw.endsWith("/") ? raw.slice(0, -1) : `${raw}/`;
+    return c.redirect(`${location}${url.search}`, 307);
   }
   return detailResponse(c, 404, "Not Found");
 }

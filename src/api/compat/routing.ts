@@ -3,6 +3,8 @@ import type { EntityRef } from "../../broker/keys.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
 import { type OwnerCallOptions, serveHere, serveOnOwner } from "../middleware/owner_routing.ts";
 import type { EntityRouter } from "../routing.ts";
+import { decodeSegment } from "../schemas/common.ts";
+import { MomName } from "./schemas.ts";
 
 const DELETE_PATH = /\/admin\/queue_topic\/delete\/([^/]+)$/;
 
@@ -19,7 +21,8 @@ async function successFlag(res: Response): Promise<boolean> {
 /**
  * In a cluster, serves the earlier API's entity operations on the entity's owner, like /v1
  * (see owner_routing.ts). The entity is named in the body (`name`, `type`) or, for a delete, in
- * the path and `mom_type`. A request whose entity cannot be read is left to validation (422).
+ * the path and `mom_type`. A request whose entity cannot be read, or whose name breaks the rule,
+ * is left to validation (422).
  */
 export function compatRouteToOwner(router: EntityRouter | undefined): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -30,7 +33,10 @@ export function compatRouteToOwner(router: EntityRouter | undefined): Middleware
     let request: Request | undefined;
     if (del) {
       const type = entityType(c.req.query("mom_type"));
-      if (type) entity = { type, name: decodeURIComponent(del[1]) };
+      const name = decodeSegment(del[1]);
+      if (type && name !== null) entity = { type, name };
+    } else if (c.req.method === "GET" || c.req.method === "HEAD") {
+      // No entity in a body a GET cannot carry (and a forward of one must not have a body).
     } else {
       const text = await c.req.text();
       request = new Request(c.req.raw.url, {
@@ -47,7 +53,8 @@ export function compatRouteToOwner(router: EntityRouter | undefined): Middleware
       const type = entityType(body?.type);
       if (type && typeof body?.name === "string") entity = { type, name: body.name };
     }
-    if (!entity) return next();
+    // A name that breaks the rule goes no further than validation (422): never to ZooKeeper.
+    if (!entity || !MomName.safeParse(entity.name).success) return next();
     const opts: OwnerCallOptions = {
       create: path.endsWith("/admin/queue_topic/create/"),
       created: successFlag,

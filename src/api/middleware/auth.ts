@@ -7,20 +7,22 @@ import { problem } from "../problem.ts";
 export function requireAuth(tokens: TokenService): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const forwarded = forwardedOf(c);
-    if (forwarded?.principal) {
-      // Another node verified the token and sent the caller over the authenticated channel.
-      c.set("principal", forwarded.principal);
-      return next();
-    }
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) {
+    if (!forwarded?.principal && !match) {
       return problem(c, 401, "missing bearer token", { code: "unauthenticated" }, {
         "www-authenticate": 'Bearer realm="momd"',
       });
     }
     try {
-      c.set("principal", await tokens.verify(match[1]));
+      if (forwarded?.principal) {
+        // Another node verified the token and sent the caller over the authenticated channel;
+        // the user may have been deleted since.
+        await tokens.checkForwarded(forwarded.principal);
+        c.set("principal", forwarded.principal);
+      } else {
+        c.set("principal", await tokens.verify(match![1]));
+      }
     } catch (err) {
       if (!(err instanceof TokenError)) throw err;
       return problem(c, 401, err.message, { code: `token_${err.reason}` }, {

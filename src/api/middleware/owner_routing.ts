@@ -1,20 +1,31 @@
 import type { Context, MiddlewareHandler, Next } from "hono";
-import type { EntityRef } from "../../broker/keys.ts";
+import { type EntityRef, NAME_PATTERN } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
 import { type EntityRouter, mayWait } from "../routing.ts";
-import { ListQuery } from "../schemas/common.ts";
+import { decodeSegment, EntityName, ListQuery, NAME_RULE } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
+import { invalidRequest } from "../validation.ts";
 
 const ENTITY_PATH = /^\/v1\/(queues|topics)\/([^/]+)(\/.*)?$/;
 const TASK_PATH = /^\/v1\/tasks\/([^/]+)(\/reply)?$/;
 const LIST_PATH = /^\/v1\/(queues|topics)\/?$/;
 
-/** The entity a /v1 request is about, if any. */
-export function entityOfPath(path: string): EntityRef | null {
+/**
+ * The entity a /v1 request is about: null when the path names none, `invalid` (what is wrong)
+ * when it names one whose name breaks the rule (EntityName), which must then go no further:
+ * not to ZooKeeper (`a/b` would be a znode under `a`), a store or another node.
+ */
+export function entityOfPath(
+  path: string,
+): EntityRef | { invalid: string } | null {
   const m = ENTITY_PATH.exec(path);
   if (m) {
-    return { type: m[1] === "queues" ? "queue" : "topic", name: decodeURIComponent(m[2]) };
+    const name = decodeSegment(m[2]);
+    if (name === null) return { invalid: "not a valid percent-encoded UTF-8 name" };
+    const checked = EntityName.safeParse(name);
+    if (!checked.success) return { invalid: checked.error.issues[0]?.message ?? NAME_RULE };
+    return { type: m[1] === "queues" ? "queue" : "topic", name };
   }
   const t = TASK_PATH.exec(path);
   if (t) {
@@ -22,6 +33,27 @@ export function entityOfPath(path: string): EntityRef | null {
     return task ? { type: "queue", name: task.queue } : null;
   }
   return null;
+}
+
+/**
+ * A page of a cluster-wide listing, without names that break the rule (stored before names
+ * were checked on every path): they could be neither read nor deleted through the API.
+ */
+function listPage(
+  router: EntityRouter,
+  type: "queue" | "topic",
+  query: { prefix?: string; after?: string; limit: number },
+): { name: string; owner: string; createdAt: string }[] {
+  const out: { name: string; owner: string; createdAt: string }[] = [];
+  let after = query.after;
+  for (;;) {
+    const batch = router.list(type, { prefix: query.prefix, after, limit: query.limit + 1 });
+    for (const item of batch) {
+      if (NAME_PATTERN.test(item.name)) out.push(item);
+    }
+    if (out.length > query.limit || batch.length <= query.limit) return out;
+    after = batch[batch.length - 1].name;
+  }
 }
 
 /**
@@ -36,7 +68,11 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const path = c.req.path;
     const method = c.req.method;
-    const entity = entityOfPath(path);
+    const found = entityOfPath(path);
+    if (found && "invalid" in found) {
+      return invalidRequest(c, [{ path: "name", message: found.invalid }]);
+    }
+    const entity = found;
     const root = entity !== null && ENTITY_PATH.exec(path)?.[3] === undefined &&
       !TASK_PATH.test(path);
     const opts: OwnerCallOptions = {
@@ -55,7 +91,7 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
       const query = ListQuery.safeParse(c.req.query());
       if (!query.success) throw new ApiError(400, query.error.issues[0].message, "invalid");
       const type = list[1] === "queues" ? "queue" : "topic";
-      const items = router.list(type, { ...query.data, limit: query.data.limit + 1 });
+      const items = listPage(router, type, query.data);
       const more = items.length > query.data.limit;
       const page = items.slice(0, query.data.limit);
       return c.json({ [list[1]]: page, next: more ? page[page.length - 1].name : null }, 200);

@@ -78,5 +78,8 @@ export function registerAuthRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): voi
     }
   });
 
-  app.openapi(me, (c) => c.json(c.get("principal"), 200));
+  app.openapi(me, (c) => {
+    const { username, role } = c.get("principal"); // not the token version it carries
+    return c.json({ username, role }, 200);
+  });
 }

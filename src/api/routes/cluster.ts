@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiDeps } from "../app.ts";
 import type { AppEnv } from "../context.ts";
+import { requireAdmin } from "../middleware/auth.ts";
 import type { ClusterStatus } from "../routing.ts";
 import { bearer, errorResponses } from "../schemas/common.ts";
 
@@ -36,8 +37,11 @@ const status = createRoute({
   method: "get",
   path: "/v1/cluster",
   tags: ["cluster"],
-  summary: "The nodes, the controller, and who owns and replicates each queue and topic",
+  summary: "The nodes, the controller, and who owns and replicates each queue and topic (admin)",
+  description: "Admins only: it names every node's addresses and every queue and topic. A " +
+    "user reads an entity's owner with GET /v1/queues/{name} or /v1/topics/{name}.",
   security: bearer,
+  middleware: [requireAdmin()],
   request: {
     query: z.object({
       scope: z.enum(["cluster", "local"]).default("cluster").openapi({
@@ -50,7 +54,7 @@ const status = createRoute({
       description: "cluster status",
       content: { "application/json": { schema: StatusSchema } },
     },
-    ...errorResponses(),
+    ...errorResponses(403),
   },
 });
 
@@ -95,12 +99,12 @@ async function singleNodeStatus(deps: ApiDeps): Promise<ClusterStatus> {
   };
 }
 
-/** Cluster status: nodes, controller, entities with owner, replicas, epoch and lag. */
+/** Cluster status (admins): nodes, controller, entities with owner, replicas, epoch and lag. */
 export function registerClusterRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   app.openapi(status, async (c) => {
     const { scope } = c.req.valid("query");
     const body = deps.router
-      ? await deps.router.status({ localOnly: scope === "local" })
+      ? await deps.router.status({ localOnly: scope === "local", caller: c.get("principal") })
       : await singleNodeStatus(deps);
     return c.json(body, 200);
   });

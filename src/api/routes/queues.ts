@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import type { ApiDeps } from "../app.ts";
 import { type AppEnv, longPollSignal } from "../context.ts";
+import { seenBy } from "../../broker/entities.ts";
 import { bearer, body, errorResponses, json, ListQuery } from "../schemas/common.ts";
 import {
   AckRequest,
@@ -186,7 +187,8 @@ export function registerQueueRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
     // An absent body is not validated by the route: fill in the defaults here.
     const config = QueueConfigInput.parse(c.req.valid("json") ?? {});
     const res = await queues.create(c.get("principal"), name, config);
-    return c.json({ ...res.queue, created: res.created }, res.created ? 201 : 200);
+    const queue = seenBy(c.get("principal"), res.queue);
+    return c.json({ ...queue, created: res.created }, res.created ? 201 : 200);
   });
 
   app.openapi(configureQueue, async (c) => {
@@ -196,7 +198,7 @@ export function registerQueueRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
 
   app.openapi(getQueue, async (c) => {
     const { name } = c.req.valid("param");
-    return c.json(await queues.get(c.get("principal"), name), 200);
+    return c.json(seenBy(c.get("principal"), await queues.get(c.get("principal"), name)), 200);
   });
 
   app.openapi(listQueues, async (c) => {

@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono, z } from "@hono/zod-openapi";
 import type { ApiDeps } from "../app.ts";
 import { type AppEnv, longPollSignal } from "../context.ts";
+import { seenBy } from "../../broker/entities.ts";
 import { bearer, body, errorResponses, json, ListQuery } from "../schemas/common.ts";
 import {
   DeadLettersSchema,
@@ -200,7 +201,8 @@ const visibility = subRoute(
 );
 const seek = subRoute(
   "seek",
-  "Move the subscription to an offset or a time; drops its in-flight and pending deliveries",
+  "Move the subscription to an offset or a time; drops its in-flight and pending deliveries " +
+    "(its creator, the topic owner or an admin)",
   SeekBody,
   SeekResultSchema,
 );
@@ -230,7 +232,7 @@ export function registerTopicRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
     const { name } = c.req.valid("param");
     const config = TopicConfigInput.parse(c.req.valid("json") ?? {});
     const res = await topics.create(c.get("principal"), name, config);
-    const out = { ...res.topic, created: res.created };
+    const out = { ...seenBy(c.get("principal"), res.topic), created: res.created };
     return res.created ? c.json(out, 201) : c.json(out, 200);
   });
 
@@ -241,7 +243,7 @@ export function registerTopicRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): vo
 
   app.openapi(getTopic, async (c) => {
     const { name } = c.req.valid("param");
-    return c.json(await topics.get(c.get("principal"), name), 200);
+    return c.json(seenBy(c.get("principal"), await topics.get(c.get("principal"), name)), 200);
   });
 
   app.openapi(listTopics, async (c) => {

@@ -1,6 +1,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { checkPassword } from "../../auth/login.ts";
 import { BrokerError } from "../../broker/errors.ts";
+import { type RateLimit, rateLimitOf, type RateLimitSetting } from "../../auth/rate_limit.ts";
 import type { ApiDeps } from "../app.ts";
 import type { AppEnv } from "../context.ts";
 import { requireAdmin } from "../middleware/auth.ts";
@@ -8,6 +9,8 @@ import { bearer, errorResponses } from "../schemas/common.ts";
 import {
   CreateUserBody,
   PasswordChangeBody,
+  RateLimitBody,
+  RateLimitSettingSchema,
   UserListQuery,
   UserPageSchema,
   UserParams,
@@ -91,12 +94,75 @@ const changePassword = createRoute({
   },
 });
 
+const RATE_LIMIT_PATH = "/v1/users/{name}/rate-limit";
+const RATE_LIMIT_TEXT = "Each user's calls are counted in a token bucket across the cluster: it " +
+  "refills `requestsPerSecond` tokens a second up to `burst`, and each call takes one. A call " +
+  "over the rate is held briefly, then refused with 429, `Retry-After` and the `RateLimit-Limit`, " +
+  "`RateLimit-Remaining` and `RateLimit-Reset` fields. Acks, nacks, visibility changes and task " +
+  "replies are never counted; a long-poll receive counts once. Users without their own limit " +
+  "have the cluster default (`MOMD_RATE_LIMIT_PER_SECOND`, `MOMD_RATE_LIMIT_BURST`). A change " +
+  "takes effect on every node within a fraction of a second.";
+
+const getRateLimit = createRoute({
+  method: "get",
+  path: RATE_LIMIT_PATH,
+  tags: ["users"],
+  summary: "A user's rate limit (admin, or the user itself)",
+  description: RATE_LIMIT_TEXT,
+  security: bearer,
+  request: { params: UserParams },
+  responses: {
+    200: { description: "the limit in force", content: json(RateLimitSettingSchema) },
+    ...errorResponses(403, 404),
+  },
+});
+
+const setRateLimit = createRoute({
+  method: "put",
+  path: RATE_LIMIT_PATH,
+  tags: ["users"],
+  summary: "Give a user its own rate limit, or none (admin)",
+  description: RATE_LIMIT_TEXT,
+  security: bearer,
+  middleware: [requireAdmin()],
+  request: {
+    params: UserParams,
+    body: { content: json(RateLimitBody), required: true },
+  },
+  responses: {
+    200: { description: "the limit now in force", content: json(RateLimitSettingSchema) },
+    ...errorResponses(403, 404),
+  },
+});
+
+const clearRateLimit = createRoute({
+  method: "delete",
+  path: RATE_LIMIT_PATH,
+  tags: ["users"],
+  summary: "Put a user back on the cluster's default rate limit (admin)",
+  security: bearer,
+  middleware: [requireAdmin()],
+  request: { params: UserParams },
+  responses: {
+    200: { description: "the limit now in force", content: json(RateLimitSettingSchema) },
+    ...errorResponses(403, 404),
+  },
+});
+
 function notFound(name: string): BrokerError {
   return new BrokerError("not_found", `user '${name}' does not exist`);
 }
 
-/** User management: create, list, get, delete, change a password. */
+/** User management: create, list, get, delete, change a password, set a rate limit. */
 export function registerUserRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
+  const defaultLimit = rateLimitOf(deps.config.rateLimitPerSecond, deps.config.rateLimitBurst);
+  const setting = (own: RateLimit | undefined): RateLimitSetting =>
+    own === undefined ? { effective: defaultLimit, source: "default" } : {
+      effective: own,
+      source: "user",
+    };
+  const render = (s: RateLimitSetting) => ({ limit: s.effective, source: s.source });
+
   app.openapi(createUser, async (c) => {
     const { username, password, role } = c.req.valid("json");
     const user = await deps.users.create(username, password, role);
@@ -156,5 +222,28 @@ export function registerUserRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): voi
     // This node drops the user's tokens now; other nodes on the change message.
     deps.tokens.invalidate(name);
     return c.body(null, 204);
+  });
+
+  app.openapi(getRateLimit, async (c) => {
+    const { name } = c.req.valid("param");
+    const caller = c.get("principal");
+    if (caller.username !== name && caller.role !== "admin") {
+      throw new BrokerError("forbidden", "reading another user's rate limit needs the admin role");
+    }
+    return c.json(render(setting(await deps.users.rateLimit(name))), 200);
+  });
+
+  app.openapi(setRateLimit, async (c) => {
+    const { name } = c.req.valid("param");
+    const body = c.req.valid("json");
+    const limit = "unlimited" in body ? null : rateLimitOf(body.requestsPerSecond, body.burst);
+    await deps.users.setRateLimit(name, limit);
+    return c.json(render(setting(limit)), 200);
+  });
+
+  app.openapi(clearRateLimit, async (c) => {
+    const { name } = c.req.valid("param");
+    await deps.users.setRateLimit(name, undefined);
+    return c.json(render(setting(undefined)), 200);
   });
 }

@@ -10,11 +10,26 @@ export const ProblemSchema = z.object({
   code: z.string().optional(),
 }).openapi("Problem");
 
-/** Name of a queue, topic or subscription. */
-export const EntityName = z.string().regex(
-  NAME_PATTERN,
-  "must be 1-128 characters of a-z, A-Z, 0-9, '_' and '-'",
-);
+/** The rule every queue, topic and subscription name follows, as the API states it. */
+export const NAME_RULE = "must be 1-128 characters of a-z, A-Z, 0-9, '_' and '-'";
+
+/**
+ * Name of a queue, topic or subscription. The owner-routing middleware checks a path's name
+ * with this same schema before the name reaches ZooKeeper, a store or another node.
+ */
+export const EntityName = z.string().regex(NAME_PATTERN, NAME_RULE);
+
+/**
+ * A path segment decoded (percent-escapes), or null when it is not valid UTF-8 escaping
+ * (`%FF`, `%C0%AF`, a lone surrogate `%ED%A0%80`): such a segment names nothing.
+ */
+export function decodeSegment(segment: string): string | null {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
+  }
+}
 
 /** Pagination and prefix filter of listings. */
 export const ListQuery = z.object({

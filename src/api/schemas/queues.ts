@@ -117,8 +117,12 @@ export const QueueConfig = z.object({
   dedupWindowSeconds: z.number().int(),
   access: z.object({
     restricted: z.boolean(),
-    senders: z.array(z.string()),
-    receivers: z.array(z.string()),
+    senders: z.array(z.string()).optional().openapi({
+      description: "shown to the owner and admins only",
+    }),
+    receivers: z.array(z.string()).optional().openapi({
+      description: "shown to the owner and admins only",
+    }),
   }),
 }).openapi("QueueConfig");
 

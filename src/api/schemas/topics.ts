@@ -43,7 +43,7 @@ const AccessInput = z.object({
     description: "users with the 'send' right (publish)",
   }),
   receivers: z.array(Username).max(L.accessListMax).default([]).openapi({
-    description: "users with the 'receive' right (subscribe, receive, ack, seek, peek)",
+    description: "users with the 'receive' right (subscribe, receive, ack, peek)",
   }),
 }).strict();
 
@@ -86,8 +86,12 @@ const TopicConfigSchema = z.object({
   maxDeliveries: z.number().int(),
   access: z.object({
     restricted: z.boolean(),
-    senders: z.array(z.string()),
-    receivers: z.array(z.string()),
+    senders: z.array(z.string()).optional().openapi({
+      description: "shown to the owner and admins only",
+    }),
+    receivers: z.array(z.string()).optional().openapi({
+      description: "shown to the owner and admins only",
+    }),
   }),
 }).openapi("TopicConfig");
 
@@ -277,9 +281,16 @@ export const SeekBody = z.union([
 
 /** Answer of a seek. */
 export const SeekResultSchema = z.object({
-  position: z.number().int(),
+  position: z.number().int().openapi({ description: "the new position (next offset delivered)" }),
   dropped: z.number().int().openapi({
     description: "in-flight and pending deliveries dropped (their receipts turn stale)",
+  }),
+  requestedOffset: z.number().int().nullable().openapi({
+    description: "the offset asked for; null for a seek by time",
+  }),
+  clamped: z.boolean().openapi({
+    description: "true: the offset asked for lay outside the retained range [first, next], " +
+      "and the position is the nearest end of it",
   }),
 }).openapi("SeekResult");
 

@@ -62,3 +62,36 @@ export const PasswordChangeBody = z.object({
       "changing another user's",
   }),
 }).strict().openapi("PasswordChange");
+
+/** A token-bucket limit: a rate and the calls allowed at once above it. */
+export const RateLimitSchema = z.object({
+  requestsPerSecond: z.number().positive().max(1_000_000).openapi({
+    description: "calls per second the bucket refills",
+    example: 200,
+  }),
+  burst: z.number().int().min(1).max(10_000_000).openapi({
+    description: "the bucket's size: calls allowed at once after a quiet spell",
+    example: 400,
+  }),
+}).openapi("RateLimit");
+
+/** Body of `PUT /v1/users/{name}/rate-limit`. */
+export const RateLimitBody = z.union([
+  z.object({
+    requestsPerSecond: RateLimitSchema.shape.requestsPerSecond,
+    burst: RateLimitSchema.shape.burst.optional().openapi({
+      description: "default: two seconds' worth of the rate",
+    }),
+  }).strict(),
+  z.object({
+    unlimited: z.literal(true).openapi({ description: "no limit for this user" }),
+  }).strict(),
+]).openapi("RateLimitChange");
+
+/** A user's rate limit as in force. */
+export const RateLimitSettingSchema = z.object({
+  limit: RateLimitSchema.nullable().openapi({ description: "null: the user is not limited" }),
+  source: z.enum(["user", "default"]).openapi({
+    description: "`user`: set for this user by an admin; `default`: the cluster's default",
+  }),
+}).openapi("RateLimitSetting");

@@ -10,12 +10,20 @@ for i, f in ipairs(CONFIG_FIELDS) do
   if values[i] == nil then fail('invalid', 'missing configuration field ' .. f) end
 end
 
+-- The API's name of each stored field: a refusal names what the client sent, not the storage.
+local API_FIELD = {
+  vis = 'visibilityTimeoutSeconds', maxd = 'maxDeliveries', ret = 'retentionSeconds',
+  maxlen = 'maxLength', ovf = 'overflow', delay = 'delaySeconds', maxb = 'maxMessageBytes',
+  ddw = 'dedupWindowSeconds', restricted = 'access', senders = 'access', receivers = 'access',
+}
+
 if entity_exists() then
   local stored = redis.call('HMGET', META, unpack(CONFIG_FIELDS))
   for i, f in ipairs(CONFIG_FIELDS) do
     if stored[i] ~= values[i] then
-      fail('already_exists', "queue '" .. ENTITY_NAME .. "' exists with a different configuration ("
-        .. f .. ')')
+      fail('already_exists', "queue '" .. ENTITY_NAME .. "' exists with a different "
+        .. (API_FIELD[f] or f) .. ': change a configuration with PATCH /v1/queues/'
+        .. ENTITY_NAME)
     end
   end
   return unchanged({ created = false, queue = queue_view() })

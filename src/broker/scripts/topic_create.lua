@@ -15,11 +15,19 @@ if retb > 0 and retb < maxb then
     .. maxb .. ')')
 end
 
+-- The API's name of each stored field: a refusal names what the client sent, not the storage.
+local API_FIELD = {
+  ret = 'retentionSeconds', retn = 'retentionMaxMessages', retb = 'retentionMaxBytes',
+  maxb = 'maxMessageBytes', vis = 'visibilityTimeoutSeconds', maxd = 'maxDeliveries',
+  restricted = 'access', senders = 'access', receivers = 'access',
+}
+
 if entity_exists() then
   local stored = redis.call('HMGET', META, unpack(CONFIG_FIELDS))
   for i, f in ipairs(CONFIG_FIELDS) do
     if stored[i] ~= values[i] then
-      fail('already_exists', topic_label() .. ' exists with a different configuration (' .. f .. ')')
+      fail('already_exists', topic_label() .. ' exists with a different ' .. (API_FIELD[f] or f)
+        .. ': change a configuration with PATCH /v1/topics/' .. ENTITY_NAME)
     end
   end
   return done(0, { created = false, topic = topic_view() })

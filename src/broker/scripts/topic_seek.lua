@@ -1,13 +1,16 @@
 -- @include "prologue"
 -- @include "access"
 -- @include "topic_common"
--- Moves the position of subscription ARGV[6] (receive right). ARGV[7] 'offset' or 'time',
+-- Moves the position of subscription ARGV[6] (its creator, the topic owner or an admin: like a
+-- delete or a redrive, a seek changes what every consumer of the subscription gets, so the
+-- receive right alone is not enough). ARGV[7] 'offset' or 'time',
 -- ARGV[8] the offset (clamped to the retained range [firstOffset, nextOffset]) or a time in ms
 -- (the first message published at or after it; nextOffset when none). Deliveries in flight and
 -- pending redeliveries of the subscription are dropped: their receipts turn stale, and what the
 -- new position covers is delivered again from the log. Dead letters stay.
-require_right('receive')
-require_sub()
+require_topic()
+local cfg = require_sub()
+require_sub_manager(cfg, 'seek it')
 local mode, value = ARGV[7], tonumber(ARGV[8])
 if (mode ~= 'offset' and mode ~= 'time') or not value then fail('invalid', 'malformed seek') end
 

@@ -1,7 +1,7 @@
 /** `momd login`, `momd logout`, `momd whoami`. */
 import { MomdClient } from "../../client/mod.ts";
 import { need, str, UsageError } from "../args.ts";
-import type { Command, Ctx } from "../context.ts";
+import { type Command, type Ctx, tokenSource } from "../context.ts";
 import { credentialsPath, deleteCredentials, saveCredentials } from "../credentials.ts";
 import { keyValues, time } from "../output.ts";
 import { firstLine } from "../stdin.ts";
@@ -99,25 +99,42 @@ it expires; change your password (momd user passwd) to revoke every token at onc
   },
 };
 
+/** The expiry (`exp`) a JWT states, as ISO 8601, or null when it cannot be read. */
+function jwtExpiry(token: string): string | null {
+  try {
+    const payload = token.split(".")[1].replaceAll("-", "+").replaceAll("_", "/");
+    const exp = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, "="))).exp;
+    return typeof exp === "number" ? new Date(exp * 1000).toISOString() : null;
+  } catch {
+    return null;
+  }
+}
+
 export const whoami: Command = {
   name: "whoami",
-  summary: "show who the saved token belongs to",
+  summary: "show whose token the commands use, and where it comes from",
   usage: "momd whoami",
-  help: "Asks the server whose token this is (GET /v1/auth/me).",
+  help: `Asks the server whose token this is (GET /v1/auth/me). The token is MOMD_TOKEN when it is
+set, otherwise the one 'momd login' saved.`,
   async run(ctx) {
     need(ctx.positionals, [], "whoami");
     const client = await ctx.client();
     const me = await client.me();
-    const creds = await ctx.credentials();
+    const fromEnv = tokenSource(ctx.io) === "env";
+    const expiresAt = fromEnv
+      ? jwtExpiry(ctx.io.env("MOMD_TOKEN")!)
+      : (await ctx.credentials())?.expiresAt ?? null;
+    const source = fromEnv ? "MOMD_TOKEN" : credentialsPath(ctx.io);
     if (ctx.json) {
-      await ctx.printJson({ ...me, url: client.url, expiresAt: creds?.expiresAt ?? null });
+      await ctx.printJson({ ...me, url: client.url, expiresAt, tokenFrom: source });
       return;
     }
     await ctx.out(keyValues([
       ["user", me.username],
       ["role", me.role],
       ["server", client.url],
-      ["token expires", time(creds?.expiresAt)],
+      ["token from", fromEnv ? "MOMD_TOKEN (environment)" : `saved login (${source})`],
+      ["token expires", time(expiresAt)],
     ]));
   },
 };

@@ -319,6 +319,46 @@ Example:
   },
 };
 
+const seek: Command = {
+  name: "seek",
+  summary: "move a subscription to an offset or a time",
+  usage: "momd topic seek TOPIC SUBSCRIPTION (--offset N | --time TIME)",
+  help: `Moves a subscription's position (its creator, the topic's owner or an admin): the next
+receive starts there. Its deliveries in flight and pending redeliveries are dropped (their
+receipts turn stale); dead letters stay. An offset outside the retained messages moves to the
+nearest end of them, and the command says so.
+
+Options:
+  --offset N   the offset of the next message to deliver
+  --time TIME  the first message published at or after an ISO 8601 TIME
+
+Example:
+  momd topic seek events audit --offset 0`,
+  options: { offset: { type: "string" }, time: { type: "string" } },
+  async run(ctx) {
+    const [topic, subscription] = need(ctx.positionals, ["TOPIC", "SUBSCRIPTION"], "topic seek");
+    const offset = int(ctx.values, "offset");
+    const at = str(ctx.values, "time");
+    if ((offset === undefined) === (at === undefined)) {
+      throw new UsageError("give one of --offset and --time", "topic seek");
+    }
+    if (at !== undefined && isNaN(Date.parse(at))) {
+      throw new UsageError(`--time must be an ISO 8601 time (got '${at}')`, "topic seek");
+    }
+    const target = offset !== undefined ? { offset } : { time: new Date(at!).toISOString() };
+    const res = await (await ctx.client()).topics.seek({ topic, subscription }, target);
+    if (ctx.json) return void await ctx.printJson(res);
+    const where = `subscription '${subscription}' of topic '${topic}'`;
+    let text = `moved ${where} to offset ${res.position}`;
+    if (res.clamped) {
+      text += ` (offset ${res.requestedOffset} is outside the retained messages: moved to the ` +
+        `nearest end)`;
+    }
+    text += `; ${res.dropped} delivery(ies) in flight or pending dropped\n`;
+    await ctx.out(text);
+  },
+};
+
 const ack: Command = {
   name: "ack",
   summary: "acknowledge deliveries of a subscription by receipt",
@@ -353,5 +393,6 @@ export const topicGroup: Group = {
     subscriptions,
     receive,
     ack,
+    seek,
   ],
 };

@@ -1,4 +1,4 @@
-/** `momd user ...`: create, list, delete users; change a password. */
+/** `momd user ...`: create, list, delete users; change a password; rate limits. */
 import { MomdClient } from "../../client/mod.ts";
 import { int, need, str, UsageError } from "../args.ts";
 import type { Command, Ctx, Group } from "../context.ts";
@@ -149,10 +149,70 @@ Options:
   },
 };
 
+const limit: Command = {
+  name: "limit",
+  summary: "show or set a user's rate limit (setting needs admin)",
+  usage: "momd user limit NAME [--rate N [--burst N] | --unlimited | --default]",
+  help: `Shows the rate limit in force for a user, or sets it. Each user's calls are counted in a
+token bucket across the cluster: it refills N calls a second up to its burst, and every call
+takes one. Acks, nacks and visibility changes are never counted. Users without their own limit
+have the cluster default.
+
+Options:
+  --rate N      calls per second (fractions allowed, e.g. 0.5)
+  --burst N     calls allowed at once after a quiet spell (default: two seconds' worth)
+  --unlimited   no limit for this user
+  --default     back to the cluster default
+
+Examples:
+  momd user limit alice
+  momd user limit reporting --rate 50 --burst 200
+  momd user limit ingest --unlimited`,
+  options: {
+    rate: { type: "string" },
+    burst: { type: "string" },
+    unlimited: { type: "boolean" },
+    default: { type: "boolean" },
+  },
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "user limit");
+    const rateText = str(ctx.values, "rate");
+    const burst = int(ctx.values, "burst", { min: 1 });
+    const unlimited = ctx.values.unlimited === true;
+    const reset = ctx.values.default === true;
+    const chosen = [rateText !== undefined, unlimited, reset].filter(Boolean).length;
+    if (chosen > 1) {
+      throw new UsageError("give one of --rate, --unlimited, --default", "user limit");
+    }
+    if (burst !== undefined && rateText === undefined) {
+      throw new UsageError("--burst goes with --rate", "user limit");
+    }
+    const rate = rateText === undefined ? undefined : Number(rateText);
+    if (rate !== undefined && (!Number.isFinite(rate) || rate <= 0 || rateText?.trim() === "")) {
+      throw new UsageError(`--rate must be a number above 0 (got '${rateText}')`, "user limit");
+    }
+    const users = (await ctx.client()).users;
+    const setting = unlimited
+      ? await users.setRateLimit(name, { unlimited: true })
+      : reset
+      ? await users.clearRateLimit(name)
+      : rate !== undefined
+      ? await users.setRateLimit(name, { requestsPerSecond: rate, burst })
+      : await users.rateLimit(name);
+    if (ctx.json) return void await ctx.printJson({ username: name, ...setting });
+    const text = setting.limit === null
+      ? "no limit"
+      : `${setting.limit.requestsPerSecond} calls/s, burst ${setting.limit.burst}`;
+    const source = setting.source === "user" ? "its own" : "the cluster default";
+    await ctx.out(`${name}: ${text} (${source})\n`);
+  },
+};
+
 /** The `user` command group. */
 export const userGroup: Group = {
   name: "user",
   summary: "manage users and passwords",
-  help: "Users and their passwords. Creating, listing and deleting users needs the admin role.",
-  commands: [create, list, del, passwd],
+  help: "Users, their passwords and rate limits. Creating, listing and deleting users and " +
+    "setting limits need the admin role.",
+  commands: [create, list, del, passwd, limit],
 };
