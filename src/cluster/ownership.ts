@@ -396,11 +396,7 @@ export class Ownership {
    */
   epochOf(entity: EntityRef): number {
     const entry = this.#cache.get(key(entity));
-    // Every record is cached while the session holds; a request routed here whose record is gone
-    // met a delete that won (not applied either way, and asking again gives the same answer).
-    if (!entry) {
-      throw new BrokerError("not_found", `${entity.type} '${entity.name}' does not exist`);
-    }
+    if (!entry) throw new BrokerError("unavailable", `${key(entity)} has no known owner`, 1);
     if (!this.isWritable(entity)) {
       const why = entry.owner !== this.#nodeId
         ? `owned by ${entry.owner}`
