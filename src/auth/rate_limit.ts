@@ -4,14 +4,6 @@
  */
 export type RateLimit = { requestsPerSecond: number; burst: number } | null;
 
-/** A user's own limit as stored: absent means the cluster default applies. */
-export interface RateLimitSetting {
-  /** The limit in force for the user. */
-  effective: RateLimit;
-  /** `user` when an admin set this user's limit, `default` when the cluster default applies. */
-  source: "user" | "default";
-}
-
 /** Decision of a rate limiter for one call. */
 export interface RateDecision {
   allowed: boolean;

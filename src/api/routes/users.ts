@@ -1,7 +1,7 @@
 import { createRoute, type OpenAPIHono } from "@hono/zod-openapi";
 import { checkPassword } from "../../auth/login.ts";
 import { BrokerError } from "../../broker/errors.ts";
-import { type RateLimit, rateLimitOf, type RateLimitSetting } from "../../auth/rate_limit.ts";
+import { type RateLimit, rateLimitOf } from "../../auth/rate_limit.ts";
 import type { ApiDeps } from "../app.ts";
 import type { AppEnv } from "../context.ts";
 import { requireAdmin } from "../middleware/auth.ts";
@@ -156,12 +156,11 @@ function notFound(name: string): BrokerError {
 /** User management: create, list, get, delete, change a password, set a rate limit. */
 export function registerUserRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): void {
   const defaultLimit = rateLimitOf(deps.config.rateLimitPerSecond, deps.config.rateLimitBurst);
-  const setting = (own: RateLimit | undefined): RateLimitSetting =>
-    own === undefined ? { effective: defaultLimit, source: "default" } : {
-      effective: own,
-      source: "user",
-    };
-  const render = (s: RateLimitSetting) => ({ limit: s.effective, source: s.source });
+  // The limit in force, in the shape of RateLimitSettingSchema.
+  const setting = (own: RateLimit | undefined) =>
+    own === undefined
+      ? { limit: defaultLimit, source: "default" as const }
+      : { limit: own, source: "user" as const };
 
   app.openapi(createUser, async (c) => {
     const { username, password, role } = c.req.valid("json");
@@ -230,7 +229,7 @@ export function registerUserRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): voi
     if (caller.username !== name && caller.role !== "admin") {
       throw new BrokerError("forbidden", "reading another user's rate limit needs the admin role");
     }
-    return c.json(render(setting(await deps.users.rateLimit(name))), 200);
+    return c.json(setting(await deps.users.rateLimit(name)), 200);
   });
 
   app.openapi(setRateLimit, async (c) => {
@@ -238,12 +237,12 @@ export function registerUserRoutes(app: OpenAPIHono<AppEnv>, deps: ApiDeps): voi
     const body = c.req.valid("json");
     const limit = "unlimited" in body ? null : rateLimitOf(body.requestsPerSecond, body.burst);
     await deps.users.setRateLimit(name, limit);
-    return c.json(render(setting(limit)), 200);
+    return c.json(setting(limit), 200);
   });
 
   app.openapi(clearRateLimit, async (c) => {
     const { name } = c.req.valid("param");
     await deps.users.setRateLimit(name, undefined);
-    return c.json(render(setting(undefined)), 200);
+    return c.json(setting(undefined), 200);
   });
 }
