@@ -78,6 +78,8 @@ export class MemoryWatch {
   #timer: ReturnType<typeof setInterval> | undefined;
   #sampling: Promise<void> | undefined;
   #full = false;
+  /** A refusal by estimate was logged; cleared by a sample below the mark. */
+  #refusedOnEstimate = false;
   #warnedUnlimited = false;
 
   constructor(redis: Redis, opts: MemoryWatchOptions) {
@@ -131,6 +133,7 @@ export class MemoryWatch {
       );
     }
     const full = max > 0 && used >= this.#mark(max);
+    if (!full) this.#refusedOnEstimate = false;
     if (full !== this.#full) {
       this.#full = full;
       this.#log(
@@ -168,6 +171,14 @@ export class MemoryWatch {
     const estimate = this.#estimate(sample);
     const mark = this.#mark(sample.max);
     if (estimate + cost > mark) {
+      // Refused on the estimate before a sample saw the store full: say so once per episode.
+      if (!this.#full && !this.#refusedOnEstimate) {
+        this.#refusedOnEstimate = true;
+        this.#log(
+          `memory: the local store is estimated at ${estimate} of ${sample.max} bytes, above the ` +
+            `high watermark (${mark}) with what is being sent: refusing new messages`,
+        );
+      }
       throw new BrokerError(
         "memory_full",
         `this node's message store is full (about ${estimate} of ${sample.max} bytes used; new ` +
