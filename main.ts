@@ -90,6 +90,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     sink: backup.recordSink(cluster?.sink ?? localOnlySink), // delete records drop backups
     epochOf: cluster ? (e) => cluster.epochOf(e) : undefined,
     onLost: () => cluster ? cluster.storeLost() : guard?.reportLost(),
+    groupCommit: config.groupCommit,
   });
   // A single node owns everything: what its store lacks, only the backup holds.
   const restoreAll = async (when: string) => {

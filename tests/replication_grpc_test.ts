@@ -1228,7 +1228,9 @@ Deno.test({
       const entities = [Q("orders"), T("events")];
       await sameState(owner.local, replicaConn, entities);
       assert.ok(shipper.lag().every((l) => l.lag === 0), JSON.stringify(shipper.lag()));
-      assert.ok(peers.records >= 25, `records shipped: ${peers.records}`);
+      // Group commit folds the 20 concurrent sends into one record or a few; the other
+      // seven changes each ship their own.
+      assert.ok(peers.records >= 8, `records shipped: ${peers.records}`);
 
       // A replica wiped and restarted catches up by snapshot on the next change.
       await replicaConn.flushall();

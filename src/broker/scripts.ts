@@ -45,6 +45,65 @@ export async function loadScripts<N extends string>(
   return out;
 }
 
+// The line of prologue.lua a group script replaces with the state its calls share.
+const GROUP_LINE = "local GROUP = false\n";
+
+// Runs the calls of a group in order, each as the plain script would run alone, and returns
+// `{ seq, { ok1, result1, ok2, result2, ... } }`: seq is the group's one sequence number (0 when
+// no call changed anything), ok 1 with the call's JSON payload or 0 with its error. ARGV: epoch,
+// expected seq, time, '', '', subscription, the number of calls, then per call its argument
+// count and arguments (caller, role, subscription, own arguments), as Store.change builds them.
+const GROUP_DRIVER = `
+if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+  return redis.error_reply('MOMD store_lost the local store lost its data')
+end
+if ARGV[2] ~= '' and tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then
+  return { -1, {} }
+end
+local out, pos = {}, 8
+for _ = 1, tonumber(ARGV[7]) do
+  local argc = tonumber(ARGV[pos])
+  local argv = { ARGV[1], ARGV[2], ARGV[3] }
+  for i = 1, argc do argv[3 + i] = ARGV[pos + i] end
+  pos = pos + argc + 1
+  local ok, res = pcall(run_call, argv)
+  local err = not ok and (type(res) == 'table' and tostring(res.err) or tostring(res)) or nil
+  if ok then
+    out[#out + 1] = 1
+    out[#out + 1] = res[2] or 'null'
+  elseif GROUP_SHARED.fenced then
+    -- Refused before the group's first write (begin_change fences first): nothing was changed.
+    return redis.error_reply(err)
+  elseif not string.find(err, 'MOMD ', 1, true) then
+    -- Redis failed mid-call (scripts do not roll back): the group's record must not ship, as a
+    -- lone call's would not; the replica then meets a gap in the sequence and resyncs.
+    return redis.error_reply(err)
+  else
+    -- The call's own refusal, made before any write of it.
+    out[#out + 1] = 0
+    out[#out + 1] = err
+  end
+end
+return { GROUP_SHARED.seq or 0, out }
+`;
+
+/**
+ * The group commit variant of a broker script (`group:<name>`): several calls of it on one
+ * entity (and subscription) run in one script call, in order, each seeing what the previous ones
+ * did, and yield one record with one sequence number. A replica replays the group as it replays
+ * any record, so every call gets the same outcome there.
+ */
+export async function groupScript(script: LoadedScript): Promise<LoadedScript> {
+  if (!script.source.includes(GROUP_LINE)) {
+    throw new Error(`script ${script.name} has no prologue: it cannot run in a group`);
+  }
+  const source = "local GROUP_SHARED = { seq = false, fenced = false }\n" +
+    "local function run_call(ARGV)\n" +
+    script.source.replace(GROUP_LINE, "local GROUP = GROUP_SHARED\n") +
+    "\nend\n" + GROUP_DRIVER;
+  return { name: `group:${script.name}`, source, sha: await sha1(source) };
+}
+
 /** Runs a script by SHA, loading it on the first NOSCRIPT (a restarted or fresh Redis). */
 export async function runScript(
   redis: Redis,

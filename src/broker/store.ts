@@ -1,8 +1,14 @@
 import type { Redis } from "ioredis";
 import { type EntityRef, queueKeys, registryKey, STORE_KEY, topicKeys } from "./keys.ts";
-import { type LoadedScript, loadScripts, preloadScripts, runScript } from "./scripts.ts";
+import {
+  groupScript,
+  type LoadedScript,
+  loadScripts,
+  preloadScripts,
+  runScript,
+} from "./scripts.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
-import { BrokerError, isConnectionError } from "./errors.ts";
+import { BrokerError, fromScriptError, isConnectionError } from "./errors.ts";
 
 /** Every Lua script of the broker; each file is `src/broker/scripts/<name>.lua`. */
 export const SCRIPT_NAMES = [
@@ -45,6 +51,60 @@ export const SCRIPT_NAMES = [
 
 /** The name of one broker script. */
 export type ScriptName = typeof SCRIPT_NAMES[number];
+
+/**
+ * Scripts whose concurrent calls on one entity (and subscription) are committed together
+ * (group commit): the calls that arrive while the previous group runs in Redis go as one script
+ * call (`group:<name>`, scripts.ts) and one replication record, each caller with its own result.
+ * A call that finds nothing running goes at once, alone, as the plain script.
+ */
+export const GROUPED_SCRIPTS = [
+  "queue_send",
+  "queue_receive",
+  "queue_ack",
+  "queue_nack",
+  "queue_visibility",
+  "topic_publish",
+  "topic_receive",
+  "topic_ack",
+  "topic_nack",
+  "topic_visibility",
+] as const satisfies readonly ScriptName[];
+
+/** Most calls in one group, and most argument bytes (a group holds at least one call). */
+const GROUP_MAX_CALLS = 128;
+const GROUP_MAX_BYTES = 2 * 1024 * 1024;
+
+function entityKey(entity: EntityRef): string {
+  return `${entity.type}/${entity.name}`;
+}
+
+/** The name a group record carries: the script it groups, prefixed. */
+function groupOp(op: ScriptName): string {
+  return `group:${op}`;
+}
+
+/** A change made: its JSON payload and, when it yielded a record, that record's shipping. */
+interface Made {
+  payload: string;
+  shipped?: Promise<void>;
+}
+
+/** A call waiting for its group. */
+interface GroupCall {
+  args: string[];
+  bytes: number;
+  resolve: (made: Made) => void;
+  reject: (err: unknown) => void;
+}
+
+/** The calls of one script on one entity (and subscription): one group runs at a time. */
+interface Lane {
+  key: string;
+  entity: EntityRef;
+  op: ScriptName;
+  waiting: GroupCall[];
+}
 
 /**
  * KEYS of every script of an entity type, in a fixed order, so a record names only its entity:
@@ -117,6 +177,9 @@ export interface StoreOptions {
   admitChange?: (op: ScriptName, args: readonly string[]) => void;
   /** The clock; tests may replace it. */
   now?: () => number;
+  /** Group commit of concurrent calls (GROUPED_SCRIPTS); default on. Replicas apply groups
+   * either way. */
+  groupCommit?: boolean;
 }
 
 // Gives an empty Redis its identity; returns the identity it has. ARGV: a new id, the time.
@@ -152,7 +215,12 @@ export async function identifyStore(redis: Redis, now = Date.now()): Promise<str
  */
 export class Store {
   readonly #redis: Redis;
-  readonly #scripts: Record<ScriptName, LoadedScript>;
+  readonly #scripts: Record<string, LoadedScript>;
+  readonly #grouped: ReadonlySet<string>;
+  readonly #lanes = new Map<string, Lane>();
+  // Per entity, the shipping of its latest record while it is unconfirmed (records are confirmed
+  // in order, so it stands for all before it).
+  readonly #shipping = new Map<string, Promise<void>>();
   readonly #sink: RecordSink;
   readonly #epochOf: (entity: EntityRef) => number;
   readonly #onLost: () => void;
@@ -162,12 +230,13 @@ export class Store {
 
   private constructor(
     redis: Redis,
-    scripts: Record<ScriptName, LoadedScript>,
+    scripts: Record<string, LoadedScript>,
     incarnation: string,
     opts: StoreOptions,
   ) {
     this.#redis = redis;
     this.#scripts = scripts;
+    this.#grouped = new Set(opts.groupCommit === false ? [] : GROUPED_SCRIPTS);
     this.#incarnation = incarnation;
     this.#sink = opts.sink;
     this.#epochOf = opts.epochOf ?? (() => 0);
@@ -178,7 +247,10 @@ export class Store {
 
   /** Loads the scripts once and returns a store over the given Redis. */
   static async open(redis: Redis, opts: StoreOptions): Promise<Store> {
-    const scripts = await loadScripts(SCRIPT_NAMES);
+    const scripts: Record<string, LoadedScript> = await loadScripts(SCRIPT_NAMES);
+    for (const name of GROUPED_SCRIPTS) {
+      scripts[groupOp(name)] = await groupScript(scripts[name]);
+    }
     // Loaded up front so pipelined calls (a replica applying a batch) never meet NOSCRIPT
     // midway; after a Redis restart runScript loads them again on demand.
     await preloadScripts(redis, Object.values(scripts));
@@ -237,7 +309,6 @@ export class Store {
     opts: { takeOver?: { epoch: number } } = {},
   ): Promise<T> {
     const strArgs = args.map(String);
-    const at = this.now();
     const epoch = opts.takeOver?.epoch ?? this.#epochOf(entity);
     if (!opts.takeOver) {
       this.#admitChange(op, strArgs);
@@ -248,26 +319,140 @@ export class Store {
     if (this.#redis.status !== "ready") {
       throw new BrokerError("unavailable", "the local store is not connected; try again", 1);
     }
-    const reply = await this.#run(entity, op, [epoch, "", at, ...strArgs], strArgs, true);
-    const seq = Number(reply[0]);
-    if (seq > 0) {
-      const shipped = this.#sink.ship({ entity, seq, epoch, op, at, args: strArgs });
-      if (opts.takeOver) shipped.catch(() => {});
-      else {
-        try {
-          await shipped;
-        } catch (err) {
-          const why = err instanceof BrokerError ? err.detail : String(err);
-          throw new BrokerError(
-            "outcome_unknown",
-            `the change was made on the owner but not confirmed (${why}); it may or may not ` +
-              "take effect: retry sends with the same dedupId",
-            1,
-          );
-        }
+    const made = !opts.takeOver && this.#grouped.has(op)
+      ? await this.#enqueue(entity, op, strArgs)
+      : await this.#changeAlone(entity, op, strArgs, epoch);
+    if (opts.takeOver) {
+      made.shipped?.catch(() => {});
+      return JSON.parse(made.payload) as T;
+    }
+    // A call that changed nothing answered from the entity's state, which may hold changes not
+    // yet replicated (a send de-duplicated against one): it waits for them as their callers do.
+    const wait = made.shipped ?? this.#shipping.get(entityKey(entity));
+    if (wait) {
+      try {
+        await wait;
+      } catch (err) {
+        const why = err instanceof BrokerError ? err.detail : String(err);
+        throw new BrokerError(
+          "outcome_unknown",
+          `the change was made on the owner but not confirmed (${why}); it may or may not ` +
+            "take effect: retry sends with the same dedupId",
+          1,
+        );
       }
     }
-    return JSON.parse(reply[1]) as T;
+    return JSON.parse(made.payload) as T;
+  }
+
+  /**
+   * Hands a record to the sink and remembers it as its entity's latest until it settles. A sink
+   * that throws is a failed shipping (its change is made, its confirmation unknown).
+   */
+  #ship(record: ReplicationRecord): Promise<void> {
+    let shipped: Promise<void>;
+    try {
+      shipped = this.#sink.ship(record);
+    } catch (err) {
+      shipped = Promise.reject(err);
+    }
+    const key = entityKey(record.entity);
+    this.#shipping.set(key, shipped);
+    const settled = () => {
+      if (this.#shipping.get(key) === shipped) this.#shipping.delete(key);
+    };
+    shipped.then(settled, settled);
+    return shipped;
+  }
+
+  /** Runs one call as its own script and record. */
+  async #changeAlone(
+    entity: EntityRef,
+    op: ScriptName,
+    args: string[],
+    epoch: number,
+  ): Promise<Made> {
+    const at = this.now();
+    const reply = await this.#run(entity, op, [epoch, "", at, ...args], args, true);
+    const seq = Number(reply[0]);
+    // Shipped in the turn the reply arrived, as every change is: records reach the sink in the
+    // order Redis ran them.
+    const shipped = seq > 0 ? this.#ship({ entity, seq, epoch, op, at, args }) : undefined;
+    return { payload: reply[1] as string, shipped };
+  }
+
+  /** Queues a call for its lane's next group; runs it at once when the lane is idle. */
+  #enqueue(entity: EntityRef, op: ScriptName, args: string[]): Promise<Made> {
+    const key = `${entityKey(entity)}/${op}/${args[2] ?? ""}`;
+    return new Promise<Made>((resolve, reject) => {
+      const call: GroupCall = {
+        args,
+        bytes: args.reduce((n, a) => n + a.length, 0),
+        resolve,
+        reject,
+      };
+      const lane = this.#lanes.get(key);
+      if (lane) {
+        lane.waiting.push(call);
+        return;
+      }
+      const idle: Lane = { key, entity, op, waiting: [] };
+      this.#lanes.set(key, idle);
+      this.#runGroup(idle, [call]);
+    });
+  }
+
+  /** Runs one group, then the next with what arrived meanwhile; the lane ends when none did. */
+  #runGroup(lane: Lane, calls: GroupCall[]): void {
+    this.#commit(lane, calls).finally(() => {
+      if (lane.waiting.length === 0) {
+        this.#lanes.delete(lane.key);
+        return;
+      }
+      let bytes = 0;
+      let n = 0;
+      while (
+        n < lane.waiting.length && n < GROUP_MAX_CALLS &&
+        (n === 0 || bytes + lane.waiting[n].bytes <= GROUP_MAX_BYTES)
+      ) {
+        bytes += lane.waiting[n++].bytes;
+      }
+      this.#runGroup(lane, lane.waiting.splice(0, n));
+    });
+  }
+
+  /** Commits the calls of one group and settles each; never rejects. */
+  async #commit(lane: Lane, calls: GroupCall[]): Promise<void> {
+    const { entity, op } = lane;
+    try {
+      if (this.#redis.status !== "ready") {
+        throw new BrokerError("unavailable", "the local store is not connected; try again", 1);
+      }
+      const epoch = this.#epochOf(entity);
+      if (calls.length === 1) {
+        calls[0].resolve(await this.#changeAlone(entity, op, calls[0].args, epoch));
+        return;
+      }
+      const args = ["", "", calls[0].args[2] ?? "", String(calls.length)];
+      for (const call of calls) args.push(String(call.args.length), ...call.args);
+      const at = this.now();
+      const name = groupOp(op);
+      const reply = await this.#run(entity, name, [epoch, "", at, ...args], args, true);
+      const seq = Number(reply[0]);
+      const shipped = seq > 0 ? this.#ship({ entity, seq, epoch, op: name, at, args }) : undefined;
+      // Every caller awaits it; a failure is each caller's outcome_unknown, not an unhandled one.
+      shipped?.catch(() => {});
+      const results = reply[1] as unknown[];
+      calls.forEach((call, i) => {
+        if (Number(results[2 * i]) === 1) {
+          call.resolve({ payload: String(results[2 * i + 1]), shipped });
+        } else {
+          call.reject(this.#failure(fromScriptError(new Error(String(results[2 * i + 1])))));
+        }
+      });
+    } catch (err) {
+      for (const call of calls) call.reject(err);
+    }
   }
 
   /**
@@ -280,7 +465,7 @@ export class Store {
     const argv = [this.#epochOf(entity), "", this.now(), ...strArgs];
     const reply = await this.#run(entity, op, argv, strArgs, false);
     this.#epochOf(entity);
-    return JSON.parse(reply[1]) as T;
+    return JSON.parse(reply[1] as string) as T;
   }
 
   /**
@@ -288,10 +473,9 @@ export class Store {
    * the owner's clock. Records already held are acknowledged as duplicates.
    */
   async apply(record: ReplicationRecord): Promise<"applied" | "duplicate"> {
-    const op = record.op as ScriptName;
-    if (!this.#scripts[op]) throw new Error(`unknown replication op '${record.op}'`);
+    if (!this.#scripts[record.op]) throw new Error(`unknown replication op '${record.op}'`);
     const argv = [record.epoch, record.seq, record.at, ...record.args];
-    const reply = await this.#run(record.entity, op, argv, record.args, false);
+    const reply = await this.#run(record.entity, record.op, argv, record.args, false);
     return Number(reply[0]) === -1 ? "duplicate" : "applied";
   }
 
@@ -301,15 +485,15 @@ export class Store {
    */
   async #run(
     entity: EntityRef,
-    op: ScriptName,
+    op: string,
     argv: readonly (string | number)[],
     args: readonly string[],
     change: boolean,
-  ): Promise<[number, string]> {
+  ): Promise<[number, unknown]> {
     try {
       return await runScript(this.#redis, this.#scripts[op], scriptKeys(entity, args), argv) as [
         number,
-        string,
+        unknown,
       ];
     } catch (err) {
       throw this.#failure(err, change ? `${op} on ${entity.type} '${entity.name}'` : undefined);

@@ -121,6 +121,13 @@ export const SETTINGS: readonly Setting[] = [
     help: "copies that must hold a change before it is acknowledged",
   },
   {
+    field: "groupCommit",
+    env: "MOMD_GROUP_COMMIT",
+    flag: "group-commit",
+    bool: true,
+    help: "commit concurrent calls on one entity together (off while older replicas remain)",
+  },
+  {
     field: "replicationAckTimeoutMs",
     env: "MOMD_REPLICATION_ACK_TIMEOUT_MS",
     flag: "replication-ack-timeout-ms",

@@ -62,6 +62,9 @@ export const ConfigSchema = z.object({
     .default(3),
   minInSyncReplicas: z.coerce.number({ error: "must be a whole number" }).int().min(1).max(9)
     .default(2),
+  /** Group commit of concurrent calls on one entity (Store); off during a rolling upgrade from a
+   * version whose replicas do not apply `group:` records. */
+  groupCommit: z.boolean().default(true),
   replicationAckTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
     .max(60_000).default(5000),
   /** How long an in-sync replica may be behind before the owner drops it from the set. */

@@ -8,7 +8,7 @@ require_right('receive')
 require_sub()
 local k = this_sub()
 local results, valid = check_receipts(k, 7)
-if #valid == 0 then return done(0, { results = results }) end
+if #valid == 0 then return unchanged( { results = results }) end
 
 local seq = begin_change()
 redis.call('ZREM', k.inflight, unpack(valid))

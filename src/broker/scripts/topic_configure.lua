@@ -29,7 +29,7 @@ for _, f in ipairs(CONFIG_FIELDS) do
     fields[#fields + 1] = changes[f]
   end
 end
-if #fields == 0 then return done(0, { topic = topic_view() }) end
+if #fields == 0 then return unchanged( { topic = topic_view() }) end
 
 local seq = begin_change()
 redis.call('HSET', META, unpack(fields))

@@ -30,7 +30,7 @@ if entity_exists() then
         .. ': change a configuration with PATCH /v1/topics/' .. ENTITY_NAME)
     end
   end
-  return done(0, { created = false, topic = topic_view() })
+  return unchanged( { created = false, topic = topic_view() })
 end
 
 local seq = begin_change()

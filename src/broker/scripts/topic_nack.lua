@@ -11,7 +11,7 @@ local cfg = require_sub()
 local delay_ms = (tonumber(ARGV[7]) or 0) * 1000
 local k = this_sub()
 local results, valid = check_receipts(k, 8)
-if #valid == 0 then return done(0, { results = results }) end
+if #valid == 0 then return unchanged( { results = results }) end
 
 local seq = begin_change()
 local lost = 0

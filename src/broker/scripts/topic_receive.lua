@@ -37,7 +37,7 @@ local function result(out, more)
   if EXCLUDE_OWN then r.more = more end
   return r
 end
-if not work then return done(0, result({}, false)) end
+if not work then return unchanged( result({}, false)) end
 
 local seq = begin_change()
 local lost = expire_deliveries(k, cfg, keep_from)

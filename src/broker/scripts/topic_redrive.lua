@@ -13,7 +13,7 @@ local max = tonumber(ARGV[7]) or 0
 if max < 1 then fail('invalid', 'max must be at least 1') end
 local k = this_sub()
 if redis.call('LLEN', k.dead) == 0 then
-  return done(0, { moved = 0, expired = 0, remaining = 0 })
+  return unchanged( { moved = 0, expired = 0, remaining = 0 })
 end
 
 local t = topic_state()

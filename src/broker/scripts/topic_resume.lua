@@ -17,8 +17,7 @@ for i = 1, #due, 2 do
   end
 end
 if shift <= 0 or #moved == 0 then
-  if EXPECTED ~= '' then return done(begin_change(), { extended = 0 }) end
-  return done(0, { extended = 0 })
+  return unchanged({ extended = 0 })
 end
 local seq = begin_change()
 for _, m in ipairs(moved) do redis.call('ZADD', k.inflight, m[2], m[1]) end

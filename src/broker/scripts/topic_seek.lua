@@ -26,7 +26,7 @@ end
 local position = tonumber(redis.call('HGET', k.state, 'position'))
 local dropped = redis.call('ZCARD', k.inflight) + redis.call('ZCARD', k.redeliver)
 if target == position and dropped == 0 and redis.call('HLEN', k.dc) == 0 then
-  return done(0, { position = target, dropped = 0 })
+  return unchanged( { position = target, dropped = 0 })
 end
 
 local seq = begin_change()

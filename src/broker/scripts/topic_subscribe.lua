@@ -25,7 +25,7 @@ if existing then
   if not same then
     fail('already_exists', sub_label(SUB) .. ' exists with a different configuration')
   end
-  return done(0, { created = false, subscription = sub_view(SUB, existing, t, keep_from) })
+  return unchanged( { created = false, subscription = sub_view(SUB, existing, t, keep_from) })
 end
 
 local position

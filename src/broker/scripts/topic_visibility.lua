@@ -8,7 +8,7 @@ require_sub()
 local vis_ms = (tonumber(ARGV[7]) or 0) * 1000
 local k = this_sub()
 local results, valid = check_receipts(k, 8)
-if #valid == 0 then return done(0, { results = results }) end
+if #valid == 0 then return unchanged( { results = results }) end
 
 local seq = begin_change()
 for _, m in ipairs(valid) do

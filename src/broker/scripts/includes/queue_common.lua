@@ -24,13 +24,6 @@ local CONFIG_FIELDS = { 'vis', 'maxd', 'ret', 'maxlen', 'ovf', 'delay', 'maxb', 
 -- Counters kept in the meta hash (totals since creation).
 local COUNTERS = { 'n_sent', 'n_recv', 'n_ack', 'n_dead', 'n_exp', 'n_drop', 'n_purge' }
 
--- Returns a result without a change. A replica applying a record still takes the record's
--- sequence number (after the epoch check), so its sequence keeps following the owner's.
-local function unchanged(payload)
-  if EXPECTED ~= '' then return done(begin_change(), payload) end
-  return done(0, payload)
-end
-
 local function count(counter, by)
   if by ~= 0 then redis.call('HINCRBY', META, counter, by) end
 end
