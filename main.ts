@@ -15,6 +15,7 @@ import { TopicService } from "./src/broker/topics.ts";
 import { RequestService } from "./src/broker/requests.ts";
 import { localOnlySink } from "./src/replication/record.ts";
 import { createApp } from "./src/api/app.ts";
+import { StreamHub } from "./src/api/stream/mod.ts";
 import { runCli } from "./src/cli/mod.ts";
 import { ClusterNode } from "./src/cluster/node.ts";
 import { BackupSync, registeredEntities } from "./src/backup/sync.ts";
@@ -136,6 +137,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     console.log(`created admin '${config.adminUsername}'${generated}`);
   }
 
+  const streams = new StreamHub();
   const app = createApp({
     config,
     users,
@@ -145,6 +147,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     topics,
     requests,
     router: cluster,
+    streams,
     memory: () => memory.status(),
     readiness: async () => ({
       localRedis: await ping(local),
@@ -170,9 +173,13 @@ export async function startNode(config: Config): Promise<RunningNode> {
     drained ??= (async () => {
       // 1. No new requests (NGINX retries a refused connection on another node: it never
       //    reached this one); those in flight finish, long polls with what they find now.
+      //    Streams close (1001: their clients connect to another node) and release the
+      //    deliveries they hold while this node still serves them.
+      const streamsDone = streams.close();
       const httpDone = server.shutdown();
       notifier.close();
       await httpDone;
+      await streamsDone;
       // 2. A last backup pass, then every owned entity handed to an in-sync replica, while
       //    requests other nodes forward here are still served.
       await backup.flush().catch((err) => console.error(`backup: final pass failed: ${err}`));

@@ -27,6 +27,7 @@ import { routeToOwner } from "./middleware/owner_routing.ts";
 import type { EntityRouter } from "./routing.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
 import { registerDocsRoutes } from "./routes/docs.ts";
+import { registerStreamChecks, registerStreamUpgrades, type StreamHub } from "./stream/mod.ts";
 
 /** Everything the HTTP API needs, passed in explicitly. */
 export interface ApiDeps {
@@ -52,6 +53,8 @@ export interface ApiDeps {
   readiness: () => Promise<Record<string, boolean>>;
   /** The local store's memory as the memory alarm sees it, for /readyz (absent: not watched). */
   memory?: () => MemoryStatus | undefined;
+  /** The node's open WebSocket streams (closed when it drains); absent: the app's own. */
+  streams?: StreamHub;
 }
 
 /** The momd REST API as a Hono app (call `app.fetch` or `app.request` in tests). */
@@ -83,6 +86,8 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   // The earlier MOM server's API: its own small app (FastAPI-shaped errors, own auth and docs).
   registerCompatRoutes(app, deps);
 
+  // Stream upgrades check themselves through the middlewares below, then stay on this node.
+  registerStreamUpgrades(app, deps);
   // Everything under /v1 needs a token, except asking for one.
   const auth = requireAuth(deps.tokens);
   const limited = rateLimit(deps.limiter);
@@ -100,13 +105,26 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   registerTopicRoutes(app, deps);
   registerRequestRoutes(app, deps);
   registerClusterRoutes(app, deps);
+  registerStreamChecks(app, deps);
 
   app.doc31("/openapi.json", {
     openapi: "3.1.0",
     info: {
       title: "momd",
       version: "1.0.0",
-      description: "Message-oriented middleware: queues and topics over REST.",
+      description: "Message-oriented middleware: queues and topics over REST.\n\n" +
+        "**Streaming (WebSocket).** Producers and consumers can also stream over WebSocket " +
+        "(subprotocol `momd.v1`, JSON text frames): `GET /v1/queues/{name}/producer`, " +
+        "`/v1/queues/{name}/consumer?prefetch=N`, `/v1/topics/{name}/producer` and " +
+        "`/v1/topics/{name}/subscriptions/{sub}/consumer?prefetch=N` with `Upgrade: " +
+        "websocket`. A producer gets one `sent` (or `error`) frame per `send`, in order; a " +
+        "consumer grants credits (`permit`) and gets one pushed `message` per credit, which it " +
+        "settles with `ack`, `nack` and `visibility` frames, under the same tokens, rights, " +
+        "rate limits, visibility and dead-letter rules as the REST calls. The token goes in " +
+        "`Authorization` or as the subprotocol `bearer.<token>`. A refused upgrade is a " +
+        "problem document (401, 403, 404, 400, 429); a plain GET of an endpoint answers the " +
+        "same, or 426 when the upgrade would be accepted. Frames, close codes and examples: " +
+        "docs/streaming.md.",
     },
   });
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", {

@@ -20,6 +20,7 @@ const TITLES: Record<number, string> = {
   405: "Method Not Allowed",
   409: "Conflict",
   413: "Content Too Large",
+  426: "Upgrade Required",
   429: "Too Many Requests",
   500: "Internal Server Error",
   503: "Service Unavailable",
@@ -65,6 +66,21 @@ export class ApiError extends Error {
   }
 }
 
+/** The problem document of a refusal (what `problem` sends; stream error frames carry it too). */
+export function problemBody(
+  status: number,
+  detail: string,
+  extra: Record<string, unknown> = {},
+): Problem {
+  return {
+    type: `urn:momd:problem:${(extra.code as string | undefined) ?? status}`,
+    title: TITLES[status] ?? "Error",
+    status,
+    detail,
+    ...extra,
+  };
+}
+
 /** Builds a problem+json response. */
 export function problem(
   c: Context,
@@ -73,13 +89,7 @@ export function problem(
   extra: Record<string, unknown> = {},
   headers: Record<string, string> = {},
 ): Response {
-  const body: Problem = {
-    type: `urn:momd:problem:${(extra.code as string | undefined) ?? status}`,
-    title: TITLES[status] ?? "Error",
-    status,
-    detail,
-    ...extra,
-  };
+  const body = problemBody(status, detail, extra);
   return c.newResponse(JSON.stringify(body), status, {
     "content-type": "application/problem+json",
     ...headers,
