@@ -31,6 +31,7 @@ import { latencyWorkload } from "./workloads/latency.ts";
 import { fanoutWorkload } from "./workloads/fanout.ts";
 import { memoryWorkload } from "./workloads/memory.ts";
 import { StoreCeiling } from "./workloads/store.ts";
+import { streamDrainWorkload, streamSendShape, streamSendWorkload } from "./workloads/stream.ts";
 import { wrkBinary, wrkSend } from "./wrk.ts";
 import { sendBody } from "./workloads/common.ts";
 
@@ -308,6 +309,13 @@ export async function runBench(
       );
       batchRate = row?.msgsPerSec;
     }
+    if (wants("stream-send")) {
+      const shape = streamSendShape(opts.concurrency, opts.streamSockets, opts.streamWindow);
+      await attempt(
+        "momd stream-send",
+        async () => record("stream-send", await streamSendWorkload(momdTarget, shape, settings)),
+      );
+    }
     // What send-batch stores in a third of the time: a drain a third as fast as send-batch runs
     // for the whole duration; a faster one empties the queue early (its rate is still right).
     const preload = opts.preload ??
@@ -325,6 +333,13 @@ export async function runBench(
       await attempt(
         `momd ${w}`,
         async () => record(w, await drainWorkload(momdTarget, b, preload, settings)),
+      );
+    }
+    if (wants("stream-drain")) {
+      await attempt(
+        "momd stream-drain",
+        async () =>
+          record("stream-drain", await streamDrainWorkload(momdTarget, preload, settings)),
       );
     }
     let latencyRate = opts.latencyRate;
@@ -403,14 +418,15 @@ export async function runBench(
         cleanups.add("rabbitmq", () => server.stop());
         const peer = new rabbit.RabbitPeer(server, settings);
         cleanups.add("rabbitmq clients", () => peer.close());
-        if (wants("send")) {
+        // The streaming rows are compared with these: run them for those too.
+        if (wants("send") || wants("stream-send")) {
           await attempt("peer send", async () => record("send", await peer.send(1)));
         }
         if (wants("send-batch")) {
           await attempt("peer send-batch", async () => record("send-batch", await peer.send(100)));
         }
         for (const [w, b] of [["drain-10", 10], ["drain-100", 100]] as const) {
-          if (wants(w)) {
+          if (wants(w) || (w === "drain-100" && wants("stream-drain"))) {
             await attempt(`peer ${w}`, async () => record(w, await peer.drain(b, preload)));
           }
         }
@@ -454,6 +470,8 @@ export async function runBench(
         memoryMessages: opts.memoryMessages,
         preload,
         latencyRate: round(latencyRate, 1),
+        streamSockets: opts.streamSockets,
+        streamWindow: opts.streamWindow,
         peer: opts.peer,
         quick: opts.quick,
         client: opts.client,

@@ -6,8 +6,10 @@ import type { ClientKind } from "./http.ts";
 export const WORKLOADS = [
   "send",
   "send-batch",
+  "stream-send",
   "drain-10",
   "drain-100",
+  "stream-drain",
   "latency",
   "fan-out",
   "memory",
@@ -39,6 +41,10 @@ export interface BenchOptions {
   preload?: number;
   /** Messages per second of the latency workload; undefined: half the measured send rate. */
   latencyRate?: number;
+  /** stream-send's producer sockets (default concurrency / 8). */
+  streamSockets?: number;
+  /** stream-send's sends in flight per socket (default 100). */
+  streamWindow?: number;
   /** Also run RabbitMQ (installs it from Debian's packages when missing). */
   peer: boolean;
   /** Few seconds in all, small counts: the smoke mode. */
@@ -84,6 +90,9 @@ latest.json, latest.md and latest.svg.
   --memory-messages N   messages stored by the memory workload (default 1000000; quick 5000)
   --preload N           messages preloaded for each drain (default: what send-batch moved)
   --rate N              latency workload rate in msgs/s (default: half the send rate)
+  --stream-sockets N    stream-send's producer sockets (default: concurrency / 8)
+  --stream-window N     stream-send's sends in flight per socket (default 100; 8 with 4
+                        sockets: as many in flight as RabbitMQ's send with concurrency 32)
   --peer                also run RabbitMQ (quorum queue, publisher confirms, consumer acks);
                         installs rabbitmq-server from Debian's packages when missing
   --quick               the smoke mode: a few seconds, small counts, no wrk check
@@ -140,6 +149,8 @@ export function parseOptions(
         "memory-messages": { type: "string" },
         preload: { type: "string" },
         rate: { type: "string" },
+        "stream-sockets": { type: "string" },
+        "stream-window": { type: "string" },
         peer: { type: "boolean" },
         quick: { type: "boolean" },
         nginx: { type: "string" },
@@ -197,6 +208,12 @@ export function parseOptions(
     memoryMessages: positiveInt("memory-messages", v["memory-messages"], quick ? 5_000 : 1_000_000),
     preload: v.preload === undefined ? undefined : positiveInt("preload", v.preload, 0),
     latencyRate: v.rate === undefined ? undefined : positiveNumber("rate", v.rate, 0),
+    streamSockets: v["stream-sockets"] === undefined
+      ? undefined
+      : positiveInt("stream-sockets", v["stream-sockets"], 0),
+    streamWindow: v["stream-window"] === undefined
+      ? undefined
+      : positiveInt("stream-window", v["stream-window"], 0),
     peer: v.peer ?? false,
     quick,
     nginx: nginx as BenchOptions["nginx"],

@@ -36,12 +36,34 @@ export interface TargetCheck {
   met: boolean | undefined;
 }
 
-const THROUGHPUT: WorkloadName[] = ["send", "send-batch", "drain-10", "drain-100", "fan-out"];
+const THROUGHPUT: WorkloadName[] = [
+  "send",
+  "send-batch",
+  "stream-send",
+  "drain-10",
+  "drain-100",
+  "stream-drain",
+  "fan-out",
+];
+
+/**
+ * The peer's row a momd workload is compared with: the streaming rows have no RabbitMQ run of
+ * their own but the one they stand beside (a publish with confirms, a consumer with prefetch 100).
+ */
+const PEER_OF: Partial<Record<WorkloadName, WorkloadName>> = {
+  "stream-send": "send",
+  "stream-drain": "drain-100",
+};
 
 function find(rows: Row[], workload: WorkloadName, target: Target): Row | undefined {
   const matching = rows.filter((r) => r.workload === workload && r.target === target);
   // Several variants (the store ceiling): the best is the ceiling.
   return matching.sort((a, b) => b.msgsPerSec - a.msgsPerSec)[0];
+}
+
+/** The peer's row to compare a momd workload with. */
+function peerRow(rows: Row[], workload: WorkloadName): Row | undefined {
+  return find(rows, PEER_OF[workload] ?? workload, "peer");
 }
 
 function ratio(a: Row | undefined, b: Row | undefined): number | undefined {
@@ -151,6 +173,110 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
   return checks;
 }
 
+/** CPU microseconds per message over every process group of a row (client included). */
+export function cpuPerMessageUs(row: Row | undefined): number | undefined {
+  if (!row?.cpuSeconds || row.messages <= 0) return undefined;
+  const total = Object.values(row.cpuSeconds).reduce((a, b) => a + b, 0);
+  return total * 1e6 / row.messages;
+}
+
+/** A ratio target: `a / b ≥ goal`, measured as "a / b (what b is) = ratio". */
+function ratioCheck(
+  name: string,
+  a: Row | undefined,
+  b: Row | undefined,
+  goal: number,
+  missing: string,
+  of = "",
+): TargetCheck {
+  const r = ratio(a, b);
+  return {
+    name,
+    measured: r === undefined
+      ? missing
+      : `${num(a!.msgsPerSec)} / ${num(b!.msgsPerSec)}${of} = ${pct(r)}`,
+    goal: goal >= 1 ? `≥ ${goal}×` : `≥ ${Math.round(goal * 100)} %`,
+    met: r === undefined ? undefined : r >= goal,
+  };
+}
+
+/** The targets of issue 13 (the hot path against RabbitMQ), checked against the rows. */
+export function checkIssue13Targets(report: BenchReport): TargetCheck[] {
+  const rows = report.rows;
+  const send = find(rows, "send", "momd");
+  const noPeer = "not measured (run with --peer)";
+  const checks: TargetCheck[] = [
+    ratioCheck(
+      "single send ≥ 25 % of the HTTP ceiling",
+      send,
+      find(rows, "send", "http-ceiling"),
+      0.25,
+      "not measured",
+    ),
+    ratioCheck(
+      "single send ≥ 50 % of RabbitMQ's publish-confirm rate",
+      send,
+      find(rows, "send", "peer"),
+      0.5,
+      noPeer,
+      " (RabbitMQ send)",
+    ),
+  ];
+  const cpu = cpuPerMessageUs(send);
+  const single = report.setup.nodes === 1;
+  checks.push({
+    name: "CPU per replicated send ≤ 250 µs over all processes",
+    measured: cpu === undefined
+      ? "not measured"
+      : `${num(cpu, 1)} µs (${
+        Object.entries(send!.cpuSeconds!).map(([g, v]) => `${g} ${num(v * 1e6 / send!.messages)}`)
+          .join(", ")
+      })${single ? "; one node: nothing replicated" : ""}`,
+    goal: "≤ 250 µs",
+    met: cpu === undefined ? undefined : cpu <= 250,
+  });
+  const latency = find(rows, "latency", "momd");
+  const p99 = latency?.latencyMs?.p99;
+  checks.push({
+    name: "latency p99 send → receive → ack ≤ 10 ms at half load",
+    measured: p99 === undefined
+      ? "not measured"
+      : `p99 ${ms(p99)} ms at ${num(Number(latency!.extra?.rate))} msgs/s` +
+        (Number(latency!.extra?.skipped) > 0 ? `, ${latency!.extra?.skipped} sends skipped` : "") +
+        (Number(latency!.extra?.lost) > 0 ? `, ${latency!.extra?.lost} lost` : ""),
+    goal: "≤ 10 ms",
+    met: p99 === undefined ? undefined : p99 <= 10 && Number(latency!.extra?.lost ?? 0) === 0 &&
+      Number(latency!.extra?.skipped ?? 0) === 0,
+  });
+  checks.push(
+    ratioCheck(
+      "send-batch ≥ RabbitMQ's batch publish-confirm rate",
+      find(rows, "send-batch", "momd"),
+      find(rows, "send-batch", "peer"),
+      1,
+      noPeer,
+      " (RabbitMQ send-batch)",
+    ),
+    ratioCheck(
+      "stream-drain ≥ 50 % of RabbitMQ's prefetch-100 rate",
+      find(rows, "stream-drain", "momd"),
+      find(rows, "drain-100", "peer"),
+      0.5,
+      noPeer,
+      " (RabbitMQ drain-100)",
+    ),
+    ratioCheck(
+      "stream-send ≥ RabbitMQ's single publish-confirm rate",
+      find(rows, "stream-send", "momd"),
+      find(rows, "send", "peer"),
+      1,
+      noPeer,
+      " (RabbitMQ send)",
+    ),
+  );
+  return checks;
+}
+
 const LABEL: Record<Target, string> = {
   momd: "momd",
   "http-ceiling": "HTTP ceiling",
@@ -195,7 +321,8 @@ export function renderMarkdown(report: BenchReport): string {
       const m = find(rows, w, "momd");
       const h = find(rows, w, "http-ceiling");
       const s = find(rows, w, "store-ceiling");
-      const p = find(rows, w, "peer");
+      const p = peerRow(rows, w);
+      const counterpart = PEER_OF[w];
       return [
         w,
         num(m?.msgsPerSec),
@@ -206,16 +333,18 @@ export function renderMarkdown(report: BenchReport): string {
         pct(ratio(m, h)),
         num(s?.msgsPerSec),
         pct(ratio(m, s)),
-        peer ? num(p?.msgsPerSec) : "not run",
+        peer ? `${num(p?.msgsPerSec)}${p && counterpart ? ` (${counterpart})` : ""}` : "not run",
         pct(ratio(m, p)),
       ];
     }),
   ));
   out.push(
     "",
-    "p50/p99: per request (a receive plus its ack for drains, receive plus ack for fan-out). " +
-      "Store ceiling: the best of its variants. Fan-out: deliveries per second over three " +
-      "subscriptions.",
+    "p50/p99: per request (a receive plus its ack for drains, receive plus ack for fan-out; " +
+      "a send and its `sent` frame for stream-send, an ack frame and its answer for " +
+      "stream-drain). Store ceiling: the best of its variants. Fan-out: deliveries per second " +
+      "over three subscriptions. The streaming rows stand beside RabbitMQ's single publish with " +
+      "confirm (stream-send) and its prefetch-100 consumers (stream-drain).",
   );
 
   const lat = rows.filter((r) => r.workload === "latency");
@@ -272,6 +401,17 @@ export function renderMarkdown(report: BenchReport): string {
   out.push(table(
     ["target", "measured", "goal", "result"],
     checkTargets(report).map((c) => [
+      c.name,
+      c.measured,
+      c.goal,
+      c.met === undefined ? "not measured" : c.met ? "**met**" : "**missed**",
+    ]),
+  ));
+
+  out.push("", "## Targets (issue 13)", "");
+  out.push(table(
+    ["target", "measured", "goal", "result"],
+    checkIssue13Targets(report).map((c) => [
       c.name,
       c.measured,
       c.goal,
@@ -363,6 +503,9 @@ function short(v: number): string {
   return `${round(v, 0)}`;
 }
 
+/** The latency targets drawn on the chart: issue 5's p99 and issue 13's. */
+const LATENCY_GOALS = [[25, "issue 5: p99 25 ms"], [10, "issue 13: p99 10 ms"]] as const;
+
 /** A bar chart: throughput of momd, its ceilings and the peer (log scale), and latency. */
 export function renderSvg(report: BenchReport): string {
   const rows = report.rows;
@@ -396,7 +539,10 @@ export function renderSvg(report: BenchReport): string {
   const top = y;
   const gridAt = parts.length;
   for (const w of THROUGHPUT) {
-    const present = targets.map((t) => [t, find(rows, w, t)] as const).filter(([, r]) => r);
+    const present = targets.map((t) =>
+      [t, t === "peer" ? peerRow(rows, w) : find(rows, w, t)] as const
+    )
+      .filter(([, r]) => r);
     if (present.length === 0) continue;
     const groupTop = y;
     const momd = find(rows, w, "momd");
@@ -404,9 +550,16 @@ export function renderSvg(report: BenchReport): string {
       const v = r!.msgsPerSec;
       parts.push(
         `<rect x="${left}" y="${y}" width="${Math.max(1, x(v) - left)}" height="${bar}" ` +
-          `fill="${COLORS[t]}"><title>${esc(`${w} ${LABEL[t]}: ${num(v)} msgs/s`)}</title></rect>`,
+          `fill="${COLORS[t]}"><title>${
+            esc(
+              `${w} ${LABEL[t]}${t === "peer" && PEER_OF[w] ? ` ${PEER_OF[w]}` : ""}: ${
+                num(v)
+              } msgs/s`,
+            )
+          }</title></rect>`,
       );
       let label = `${short(v)}`;
+      if (t === "peer" && PEER_OF[w]) label += ` RabbitMQ ${PEER_OF[w]}`;
       if (t !== "momd" && momd) label += `  (momd ${pct(ratio(momd, r))})`;
       parts.push(`<text x="${x(v) + 4}" y="${y + 11}" font-size="11">${esc(label)}</text>`);
       y += bar + 3;
@@ -456,15 +609,19 @@ export function renderSvg(report: BenchReport): string {
       );
       y += 12;
     }
-    const goal = left + plot * 25 / maxMs;
-    if (goal <= left + plot) {
+    const bars = y - 12;
+    const barsTop = bars - lat.length * (3 * (bar + 3) + 12);
+    for (const [goalMs, label] of LATENCY_GOALS) {
+      const goal = left + plot * goalMs / maxMs;
+      if (goal > left + plot) continue;
       parts.push(
-        `<line x1="${goal}" y1="${y - 12 - lat.length * (3 * (bar + 3) + 12)}" x2="${goal}" ` +
-          `y2="${y - 12}" stroke="#dc2626" stroke-dasharray="4 3"/>`,
-        `<text x="${goal + 3}" y="${y}" font-size="10" fill="#dc2626">target p99 25 ms</text>`,
+        `<line x1="${goal}" y1="${barsTop}" x2="${goal}" y2="${bars}" stroke="#dc2626" ` +
+          `stroke-dasharray="4 3"/>`,
+        `<text x="${goal + 3}" y="${goalMs === 25 ? y : y + 12}" font-size="10" ` +
+          `fill="#dc2626">${label}</text>`,
       );
     }
-    y += 20;
+    y += 32;
   }
   const mem = find(rows, "memory", "momd");
   if (mem?.extra?.redisBytesPerMessage !== undefined) {

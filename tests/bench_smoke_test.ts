@@ -88,7 +88,16 @@ Deno.test({
       assert.equal(saved.rows.length, rows.length);
       assert.match(await Deno.readTextFile(`${out}/latest.svg`), /^<svg /);
       assert.match(run.markdown, /\| send \| [\d,]+ \|/);
-      assert.match(run.markdown, /## Targets/);
+      assert.match(run.markdown, /## Targets \(issue 5\)/);
+      assert.match(run.markdown, /## Targets \(issue 13\)/);
+      assert.match(run.markdown, /\| stream-send \| [\d,]+ \|/);
+      assert.match(run.markdown, /\| stream-drain \| [\d,]+ \|/);
+      // The streaming rows moved messages over their streams: sends answered, acks answered.
+      const streamSend = rows.find((r) => r.workload === "stream-send")!;
+      assert.ok(Number(streamSend.extra?.sockets) >= 1, JSON.stringify(streamSend));
+      const streamDrain = rows.find((r) => r.workload === "stream-drain")!;
+      assert.ok(streamDrain.requests > 0, "acks went as frames");
+      assert.ok(streamDrain.messages <= 1000, "no more than the preload");
     } finally {
       await node?.stop("SIGTERM");
       await redis.stop();

@@ -1,7 +1,9 @@
 /**
- * Sending many messages from the command line: from arguments, a file (`--file`) or standard
- * input, one message a line, in batches, with a progress line on a terminal.
+ * Sending many messages from the command line: from arguments (in batches), or one message a
+ * line from a file (`--file`) or standard input (over a producer stream when the server has
+ * one, else in batches), with a progress line on a terminal.
  */
+import { MomdStreamUnsupportedError } from "../client/mod.ts";
 import { str, UsageError } from "./args.ts";
 import type { Ctx } from "./context.ts";
 import { type LineBatch, lineBatches } from "./lines.ts";
@@ -21,7 +23,20 @@ export interface SendPlan {
   batchSize: number;
   /** Sends one batch; `numbers` are the input line (or argument) numbers of its messages. */
   send(bodies: string[], numbers: number[]): Promise<SentLine[]>;
+  /** A streaming producer, for input read line by line (a file, standard input). */
+  producer?(): LineProducer;
 }
+
+/** A producer stream as `sendInput` uses it. */
+export interface LineProducer {
+  connect(): Promise<void>;
+  /** Sends the message of input line `line`. */
+  send(body: string, line: number): Promise<SentLine>;
+  close(): Promise<void>;
+}
+
+/** Sends written to a producer and not answered yet, at most (it answers in order). */
+const STREAM_WINDOW = 1000;
 
 async function* fromArgs(bodies: string[], size: number): AsyncGenerator<LineBatch> {
   for (let i = 0; i < bodies.length; i += size) {
@@ -63,6 +78,18 @@ export async function sendInput(ctx: Ctx, bodies: string[], plan: SendPlan): Pro
     enabled: streamed && ctx.io.stderrIsTerminal && !ctx.json,
     totalBytes,
   });
+  if (streamed && plan.producer) {
+    const producer = plan.producer();
+    let streaming = true;
+    try {
+      await producer.connect();
+    } catch (err) {
+      await producer.close();
+      if (!(err instanceof MomdStreamUnsupportedError)) throw err;
+      streaming = false; // a server without streams: batches of REST sends
+    }
+    if (streaming) return await streamInput(ctx, source, plan, producer, progress, totalBytes);
+  }
   let sent = 0;
   let duplicates = 0;
   let last: SentLine | undefined;
@@ -90,6 +117,17 @@ export async function sendInput(ctx: Ctx, bodies: string[], plan: SendPlan): Pro
   }
   if (sent > plan.batchSize) await progress.update(sent, totalBytes ?? 0, true);
   await progress.finish();
+  await summary(ctx, plan, sent, duplicates, last);
+}
+
+/** The closing line of a send that went through: how many, or the one id. */
+async function summary(
+  ctx: Ctx,
+  plan: SendPlan,
+  sent: number,
+  duplicates: number,
+  last: SentLine | undefined,
+): Promise<void> {
   if (ctx.json) return;
   if (sent === 0) {
     await ctx.out(`nothing sent: the input has no messages\n`);
@@ -101,4 +139,92 @@ export async function sendInput(ctx: Ctx, bodies: string[], plan: SendPlan): Pro
     const dup = duplicates ? ` (${duplicates} duplicates)` : "";
     await ctx.out(`sent ${sent} messages to ${plan.label}${dup}\n`);
   }
+}
+
+/** One line written to the producer, waiting for its answer. */
+interface Written {
+  line: number;
+  bytesRead: number;
+  answer: Promise<SentLine>;
+}
+
+/**
+ * Sends input lines over a producer stream, up to STREAM_WINDOW in flight, printing each answer
+ * (with --json) as it comes, in input order. After a failure nothing more is read; the sends in
+ * flight are answered, then the command says how far it got.
+ */
+async function streamInput(
+  ctx: Ctx,
+  source: AsyncGenerator<LineBatch>,
+  plan: SendPlan,
+  producer: LineProducer,
+  progress: Progress,
+  totalBytes: number | undefined,
+): Promise<void> {
+  const written: Written[] = [];
+  let sent = 0;
+  let duplicates = 0;
+  let failed = 0;
+  let last: SentLine | undefined;
+  let failure: { line: number; error: unknown } | undefined;
+  let lastWritten = 0;
+  let reading = true;
+  let wakeDrainer: (() => void) | undefined;
+  let wakeReader: (() => void) | undefined;
+
+  // Answers come in order: take them from the front as they arrive.
+  const drainer = (async () => {
+    while (reading || written.length > 0) {
+      if (written.length === 0) {
+        await new Promise<void>((r) => wakeDrainer = r);
+        continue;
+      }
+      const w = written[0];
+      try {
+        const r = await w.answer;
+        sent++;
+        if (r.duplicate) duplicates++;
+        last = r;
+        if (ctx.json) await ctx.printJsonLine({ line: w.line, ...r });
+        if (sent > plan.batchSize) await progress.update(sent, w.bytesRead);
+      } catch (error) {
+        failed++;
+        failure ??= { line: w.line, error };
+      }
+      written.shift();
+      wakeReader?.();
+    }
+  })();
+
+  try {
+    reading: for await (const batch of source) {
+      for (const [i, body] of batch.lines.entries()) {
+        if (failure) break reading;
+        while (written.length >= STREAM_WINDOW) await new Promise<void>((r) => wakeReader = r);
+        const line = batch.numbers[i];
+        const answer = producer.send(body, line);
+        answer.catch(() => {}); // handled in order by the drainer
+        written.push({ line, bytesRead: batch.bytesRead, answer });
+        lastWritten = line;
+        wakeDrainer?.();
+      }
+    }
+  } finally {
+    reading = false;
+    wakeDrainer?.();
+    await drainer;
+    await producer.close();
+  }
+  if (failure) {
+    await progress.finish();
+    const more = failed > 1 ? ` (and ${failed - 1} more after it)` : "";
+    await ctx.err(
+      `momd: ${sent} message(s) sent to ${plan.label}; input line ${failure.line} failed` +
+        `${more}; nothing after input line ${lastWritten} was sent\n`,
+    );
+    throw failure.error;
+  }
+  if (sent > plan.batchSize) await progress.update(sent, totalBytes ?? 0, true);
+  await progress.finish();
+  await summary(ctx, plan, sent, duplicates, last);
 }

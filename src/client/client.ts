@@ -1,5 +1,6 @@
 import type { Answer } from "./http.ts";
 import { Transport, type TransportOptions } from "./http.ts";
+import { defaultWebSocket, type StreamDeps, type WebSocketFactory } from "./stream.ts";
 import type { RequestSpec } from "./caller.ts";
 import { MomdError } from "./errors.ts";
 import { QueuesApi } from "./queues.ts";
@@ -40,6 +41,11 @@ export interface ClientOptions extends Omit<TransportOptions, "url"> {
    * retried send store a second copy.
    */
   idempotentSends?: boolean;
+  /**
+   * Opens the WebSockets of producers and stream consumers (default: the global WebSocket, with
+   * the owner hint as a header where the runtime allows headers, i.e. Deno).
+   */
+  webSocket?: WebSocketFactory;
 }
 
 interface TokenState {
@@ -90,8 +96,12 @@ export class MomdClient {
       this.#credentials = { username: options.username, password: options.password };
     }
     const call = <T>(spec: RequestSpec) => this.#call<T>(spec);
-    this.queues = new QueuesApi(call, { idempotentSends: options.idempotentSends ?? true });
-    this.topics = new TopicsApi(call);
+    const streams = this.#streamDeps(options);
+    this.queues = new QueuesApi(call, {
+      idempotentSends: options.idempotentSends ?? true,
+      streams,
+    });
+    this.topics = new TopicsApi(call, { streams });
     this.users = new UsersApi(call, (name, password) => {
       if (this.#credentials?.username === name) {
         this.#credentials = { username: name, password };
@@ -191,6 +201,35 @@ export class MomdClient {
     return this.#requests;
   }
 
+  /** What producers and stream consumers need: the token, its renewal, owner hints, retries. */
+  #streamDeps(options: ClientOptions): StreamDeps {
+    const f = options.fetch ?? globalThis.fetch;
+    return {
+      url: this.#transport.url,
+      token: () => this.#currentToken(),
+      renewToken: async () => {
+        if (!this.#credentials) return false;
+        await this.#renew(true);
+        return true;
+      },
+      ownerHint: (p) => this.#transport.ownerHint(p),
+      renewAt: () => {
+        if (!this.#credentials || !this.#token) return undefined;
+        return Date.now() + this.#renewAt(this.#token) - this.#now();
+      },
+      fetch: (input, init) => f(input, init),
+      webSocket: options.webSocket ?? defaultWebSocket,
+      timeoutMs: options.timeoutMs ?? 30_000,
+      retry: {
+        retries: options.retry?.retries ?? 4,
+        baseDelayMs: options.retry?.baseDelayMs ?? 200,
+        maxDelayMs: options.retry?.maxDelayMs ?? 5_000,
+        maxRetryAfterMs: options.retry?.maxRetryAfterMs ?? 30_000,
+      },
+      random: options.random ?? Math.random,
+    };
+  }
+
   async #call<T>(spec: RequestSpec): Promise<Answer<T>> {
     const token = await this.#currentToken();
     try {
@@ -211,11 +250,13 @@ export class MomdClient {
   async #currentToken(): Promise<string | undefined> {
     if (!this.#credentials) return this.#staticToken;
     const t = this.#token;
-    if (t) {
-      const margin = this.#renewBeforeMs ?? Math.min(60_000, t.lifetime / 5);
-      if (this.#now() < t.localExpiry - margin) return t.token;
-    }
+    if (t && this.#now() < this.#renewAt(t)) return t.token;
     return (await this.#renew(true)).token;
+  }
+
+  /** When a token is renewed, by the client's clock (ms). */
+  #renewAt(t: TokenState): number {
+    return t.localExpiry - (this.#renewBeforeMs ?? Math.min(60_000, t.lifetime / 5));
   }
 
   /** Logs in with the kept credentials; concurrent callers share one login. */

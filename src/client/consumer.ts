@@ -1,11 +1,15 @@
 /**
- * `client.consume(...)`: a long-polling consumer of a queue or a topic subscription that runs a
- * handler per message, acks on success, nacks with an exponential backoff delay on failure,
- * extends visibility while a handler runs, and stops cleanly.
+ * `client.consume(...)`: a consumer of a queue or a topic subscription that runs a handler per
+ * message, acks on success, nacks with an exponential backoff delay on failure, extends
+ * visibility while a handler runs, and stops cleanly. It takes its deliveries over a stream
+ * (the server pushes them against credits) when the server has one, else by long polls.
  */
 import { fullJitter, nackDelaySeconds, sleep } from "./backoff.ts";
 import { BATCH_MAX, WAIT_SECONDS_MAX } from "./caller.ts";
 import { MomdConnectionError, MomdError } from "./errors.ts";
+import { MomdStreamUnsupportedError } from "./stream.ts";
+import type { StreamConsumer } from "./stream_consumer.ts";
+import { MAX_PERMITS } from "./stream_protocol.ts";
 import type { QueuesApi } from "./queues.ts";
 import type { TopicsApi } from "./topics.ts";
 import type { Delivery, ReceiptResults, SubscriptionRef, TopicDelivery } from "./types.ts";
@@ -36,7 +40,19 @@ export interface ConsumeOptions<M = Delivery | TopicDelivery> {
   concurrency?: number;
   /** Stop after this many messages were handed to the handler (default: run until stopped). */
   max?: number;
-  /** Long-poll wait of each receive, 0-20 s (default 20). */
+  /**
+   * Take deliveries over a stream when the server has one (default true): the server pushes
+   * them as they come, acks go in batches. `false`, or a server without streams (its answer
+   * 404, 405 or 426), means long polls.
+   */
+  stream?: boolean;
+  /**
+   * Over a stream: deliveries held at once, running or waiting for a handler (default: the
+   * concurrency; at most 1000). More than the concurrency keeps handlers busy, but the waiting
+   * ones' visibility timeouts run meanwhile.
+   */
+  prefetch?: number;
+  /** Long-poll wait of each receive, 0-20 s (default 20; long polls only). */
   waitSeconds?: number;
   /** Visibility timeout of each delivery (default: the queue's or subscription's). */
   visibilitySeconds?: number;
@@ -89,6 +105,11 @@ export interface Consumer {
 /** How the consumer talks to its target, whatever its kind. */
 interface Ops<M> {
   visibilityTimeout(): Promise<number>;
+  /** A streaming consumer of the target. */
+  stream(
+    prefetch: number,
+    onError: (err: unknown) => void,
+  ): StreamConsumer<M & { receipt: string }>;
   receive(
     max: number,
     wait: number,
@@ -104,10 +125,14 @@ function opsOf(
   target: ConsumeTarget,
   queues: QueuesApi,
   topics: TopicsApi,
+  visibility: number | undefined,
+  max: number | undefined,
 ): Ops<Delivery | TopicDelivery> {
   if (typeof target === "string") {
     return {
       visibilityTimeout: async () => (await queues.get(target)).config.visibilityTimeoutSeconds,
+      stream: (prefetch, onError) =>
+        queues.stream(target, { prefetch, visibilitySeconds: visibility, onError, max }),
       receive: (max, waitSeconds, visibilitySeconds, signal) =>
         queues.receive(target, { max, waitSeconds, visibilitySeconds, signal }),
       ack: (r) => queues.ack(target, [r]),
@@ -119,6 +144,8 @@ function opsOf(
   return {
     visibilityTimeout: async () =>
       (await topics.getSubscription(target)).config.visibilityTimeoutSeconds,
+    stream: (prefetch, onError) =>
+      topics.stream(target, { prefetch, visibilitySeconds: visibility, onError, max }),
     receive: (max, waitSeconds, visibilitySeconds, signal) =>
       topics.receive(target, { max, waitSeconds, visibilitySeconds, signal }),
     ack: (r) => topics.ack(target, [r]),
@@ -127,6 +154,9 @@ function opsOf(
       topics.changeVisibility(target, { receipts: [r], visibilitySeconds }),
   };
 }
+
+/** How a handled delivery is settled (over REST or over the stream). */
+type Settlers = Pick<Ops<unknown>, "ack" | "nack" | "extend">;
 
 /** True for failures worth waiting out: no answer, 429, 5xx. */
 function transient(err: unknown): boolean {
@@ -147,7 +177,13 @@ export function startConsumer<M extends Delivery | TopicDelivery>(
   handler: Handler<M>,
   options: ConsumeOptions<M> = {},
 ): Consumer {
-  const ops = opsOf(apis.target, apis.queues, apis.topics) as unknown as Ops<M>;
+  const ops = opsOf(
+    apis.target,
+    apis.queues,
+    apis.topics,
+    options.visibilitySeconds,
+    options.max,
+  ) as unknown as Ops<M>;
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1));
   const wait = Math.min(WAIT_SECONDS_MAX, Math.max(0, options.waitSeconds ?? WAIT_SECONDS_MAX));
   const backoff = {
@@ -178,7 +214,7 @@ export function startConsumer<M extends Delivery | TopicDelivery>(
     return false;
   }
 
-  async function handle(m: M, window: number): Promise<void> {
+  async function handle(m: M, window: number, ops: Settlers): Promise<void> {
     const lost = new AbortController();
     const extend = async (seconds: number) => {
       if (lost.signal.aborted) return false;
@@ -211,8 +247,80 @@ export function startConsumer<M extends Delivery | TopicDelivery>(
     await settle("nack", m, () => ops.nack(m.receipt, delay));
   }
 
-  async function run(): Promise<ConsumerStats> {
-    const window = options.visibilitySeconds ?? await ops.visibilityTimeout();
+  /** Waits out an outage (no answer, 429, 5xx): as the server asks, else growing waits. */
+  async function pause(err: unknown, outages: number): Promise<void> {
+    onError(err);
+    const asked = err instanceof MomdError ? (err.retryAfterSeconds ?? 0) * 1000 : 0;
+    // A rate limit is not an outage: come back when the server says, without growing waits.
+    const throttled = err instanceof MomdError && err.status === 429;
+    const delay = throttled
+      ? asked + fullJitter(0, { baseMs: 100, capMs: 100 })
+      : Math.max(asked, fullJitter(outages, { baseMs: 500, capMs: 30_000 }));
+    await sleep(delay, stopping.signal).catch(() => {});
+  }
+
+  /**
+   * Consumes over a stream; false when the server has none (then long polls take over).
+   * Credits: `prefetch` deliveries held at once, each counted until it is acked or nacked.
+   */
+  async function runStream(window: number): Promise<boolean> {
+    const prefetch = Math.max(
+      1,
+      Math.min(MAX_PERMITS, Math.floor(options.prefetch ?? concurrency), options.max ?? Infinity),
+    );
+    const stream = ops.stream(prefetch, onError);
+    for (let outages = 0;; outages++) {
+      if (stopping.signal.aborted) {
+        await stream.close();
+        return true;
+      }
+      try {
+        await stream.connect();
+        break;
+      } catch (err) {
+        if (err instanceof MomdStreamUnsupportedError) {
+          await stream.close();
+          return false;
+        }
+        if (!transient(err)) throw err;
+        await pause(err, outages);
+      }
+    }
+    const settlers: Settlers = {
+      ack: async (r) => [await stream.ack(r)],
+      nack: async (r, delaySeconds) => [await stream.nack(r, delaySeconds)],
+      extend: async (r, seconds) => [await stream.changeVisibility(r, seconds)],
+    };
+    const running = new Set<Promise<void>>();
+    try {
+      while (!stopping.signal.aborted) {
+        const left = options.max === undefined ? Infinity : options.max - stats.received;
+        if (left <= 0) break;
+        if (running.size >= concurrency) {
+          await Promise.race(running);
+          continue;
+        }
+        let m: M | undefined;
+        try {
+          m = await stream.next(stopping.signal);
+        } catch (err) {
+          if (stopping.signal.aborted) break;
+          throw err;
+        }
+        if (!m) break;
+        stats.received++;
+        const task: Promise<void> = handle(m, window, settlers).finally(() => running.delete(task));
+        running.add(task);
+      }
+    } finally {
+      await Promise.allSettled([...running]);
+      // Whatever was pushed and not handled goes back to the queue at once.
+      await stream.close();
+    }
+    return true;
+  }
+
+  async function runPolling(window: number): Promise<void> {
     const running = new Set<Promise<void>>();
     let outages = 0;
     try {
@@ -231,14 +339,7 @@ export function startConsumer<M extends Delivery | TopicDelivery>(
         } catch (err) {
           if (stopping.signal.aborted) break;
           if (!transient(err)) throw err;
-          onError(err);
-          const asked = err instanceof MomdError ? (err.retryAfterSeconds ?? 0) * 1000 : 0;
-          // A rate limit is not an outage: come back when the server says, without growing waits.
-          const throttled = err instanceof MomdError && err.status === 429;
-          const delay = throttled
-            ? asked + fullJitter(0, { baseMs: 100, capMs: 100 })
-            : Math.max(asked, fullJitter(outages++, { baseMs: 500, capMs: 30_000 }));
-          await sleep(delay, stopping.signal).catch(() => {});
+          await pause(err, outages++);
           continue;
         }
         for (const m of batch) {
@@ -248,12 +349,21 @@ export function startConsumer<M extends Delivery | TopicDelivery>(
             continue;
           }
           stats.received++;
-          const task: Promise<void> = handle(m, window).finally(() => running.delete(task));
+          const task: Promise<void> = handle(m, window, ops).finally(() => running.delete(task));
           running.add(task);
         }
       }
     } finally {
       await Promise.allSettled([...running]);
+    }
+  }
+
+  async function run(): Promise<ConsumerStats> {
+    try {
+      const window = options.visibilitySeconds ?? await ops.visibilityTimeout();
+      const streamed = options.stream !== false && await runStream(window);
+      if (!streamed) await runPolling(window);
+    } finally {
       options.signal?.removeEventListener("abort", stop);
     }
     return { ...stats };

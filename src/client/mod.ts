@@ -1,6 +1,7 @@
 /**
- * The momd client: a typed client of the momd REST API for Deno, Node 18+ and browsers
- * (web-standard fetch, AbortController and URL only; no runtime dependencies).
+ * The momd client: a typed client of the momd REST API and its streams for Deno, Node 22+ and
+ * browsers (web-standard fetch, WebSocket, AbortController and URL only; no runtime
+ * dependencies).
  *
  * ```ts
  * import { MomdClient } from "./src/client/mod.ts";
@@ -28,6 +29,12 @@ export type { PublishedMessage, TopicListItem, TopicMessageInput } from "./topic
 export { UsersApi } from "./users.ts";
 export { RequestsApi, TASK_ID_ATTRIBUTE } from "./requests.ts";
 export type { RequestOptions, TaskResult } from "./requests.ts";
+export { Producer } from "./producer.ts";
+export type { ProducerOptions, QueueProducer, TopicProducer, TopicSent } from "./producer.ts";
+export { StreamConsumer } from "./stream_consumer.ts";
+export type { ReceiptResult, StreamConsumerOptions } from "./stream_consumer.ts";
+export { MomdStreamUnsupportedError } from "./stream.ts";
+export type { WebSocketFactory } from "./stream.ts";
 export type {
   ConsumeContext,
   ConsumeOptions,

@@ -1,6 +1,9 @@
 import { BATCH_MAX, type Caller, receiptsOf, type SignalOption } from "./caller.ts";
 import { MomdPartialSendError } from "./errors.ts";
 import { path } from "./http.ts";
+import { type ProducerOptions, type QueueProducer, queueProducer } from "./producer.ts";
+import type { StreamDeps } from "./stream.ts";
+import { StreamConsumer, type StreamConsumerOptions } from "./stream_consumer.ts";
 import type {
   Delivery,
   ListOptions,
@@ -33,6 +36,12 @@ export type SentMessage = SendResult["messages"][number];
 /** A queue in a listing. */
 export type QueueListItem = QueueList["queues"][number];
 
+/** The stream dependencies, which a QueuesApi or TopicsApi built by MomdClient has. */
+export function streamsOf(streams: StreamDeps | undefined): StreamDeps {
+  if (!streams) throw new Error("streams need a MomdClient: build the API group through one");
+  return streams;
+}
+
 function toMessage(m: MessageInput): OutgoingMessage {
   return typeof m === "string" ? { body: m } : m;
 }
@@ -41,11 +50,31 @@ function toMessage(m: MessageInput): OutgoingMessage {
 export class QueuesApi {
   readonly #call: Caller;
   readonly #idempotent: boolean;
+  readonly #streams?: StreamDeps;
 
-  /** `idempotentSends`: see ClientOptions. */
-  constructor(call: Caller, opts: { idempotentSends?: boolean } = {}) {
+  /** `idempotentSends`: see ClientOptions; `streams`: what producers and stream consumers need. */
+  constructor(call: Caller, opts: { idempotentSends?: boolean; streams?: StreamDeps } = {}) {
     this.#call = call;
     this.#idempotent = opts.idempotentSends ?? true;
+    this.#streams = opts.streams;
+  }
+
+  /**
+   * A streaming producer of the queue (one WebSocket, sends pipelined): `send` resolves with
+   * `{ id, duplicate }` per message, as `send` does, and `close()` waits for what is in flight.
+   * Every message gets a dedupId unless `idempotentSends` is off, so sends in flight when the
+   * connection is lost are sent again and stored once. Opens on `connect()` or the first send.
+   */
+  producer(name: string, options: ProducerOptions = {}): QueueProducer {
+    return queueProducer(streamsOf(this.#streams), name, this.#idempotent, options);
+  }
+
+  /**
+   * A streaming consumer of the queue: the server pushes deliveries up to `prefetch` held at
+   * once; `ack` (batched), `nack`, `changeVisibility`; `close()` hands back what it holds.
+   */
+  stream(name: string, options: StreamConsumerOptions = {}): StreamConsumer<Delivery> {
+    return new StreamConsumer<Delivery>(streamsOf(this.#streams), name, options);
   }
 
   /** Creates a queue (idempotent for the same configuration; 409 for another). */

@@ -1,5 +1,9 @@
 import { type Caller, receiptsOf, type SignalOption } from "./caller.ts";
 import { path } from "./http.ts";
+import { type ProducerOptions, type TopicProducer, topicProducer } from "./producer.ts";
+import { streamsOf } from "./queues.ts";
+import type { StreamDeps } from "./stream.ts";
+import { StreamConsumer, type StreamConsumerOptions } from "./stream_consumer.ts";
 import type {
   DeadLetterOptions,
   DeadLetters,
@@ -44,9 +48,30 @@ function sub(ref: SubscriptionRef): string {
 /** Topic management, publish, subscriptions and their consumption (`client.topics`). */
 export class TopicsApi {
   readonly #call: Caller;
+  readonly #streams?: StreamDeps;
 
-  constructor(call: Caller) {
+  /** `streams`: what producers and stream consumers need (MomdClient passes them). */
+  constructor(call: Caller, opts: { streams?: StreamDeps } = {}) {
     this.#call = call;
+    this.#streams = opts.streams;
+  }
+
+  /**
+   * A streaming producer of the topic (one WebSocket, publishes pipelined): `send` resolves
+   * with `{ id, offset }` per message. A publish in flight when the connection is lost is not
+   * sent again (topics have no de-duplication ids): it rejects with a 504 `outcome_unknown`, as
+   * it may or may not have been stored. Opens on `connect()` or the first send.
+   */
+  producer(name: string, options: ProducerOptions = {}): TopicProducer {
+    return topicProducer(streamsOf(this.#streams), name, options);
+  }
+
+  /**
+   * A streaming consumer of a subscription: the server pushes deliveries up to `prefetch` held
+   * at once; `ack` (batched), `nack`, `changeVisibility`; `close()` hands back what it holds.
+   */
+  stream(ref: SubscriptionRef, options: StreamConsumerOptions = {}): StreamConsumer<TopicDelivery> {
+    return new StreamConsumer<TopicDelivery>(streamsOf(this.#streams), ref, options);
   }
 
   /** Creates a topic (idempotent for the same configuration; 409 for another). */

@@ -249,14 +249,18 @@ const send: Command = {
   name: "send",
   summary: "send messages from arguments, a file or standard input",
   usage: "momd queue send NAME [BODY...] [--file PATH] [options]",
-  help: `Sends each BODY argument as a message; without arguments, each line of --file PATH (or of
-standard input: '--file -', or anything piped in) is one message. Blank lines are skipped.
-Messages go in batches of 100 (each batch stored all or none); a terminal shows a progress
-line for long inputs. With --json, one line per message: {"line", "id", "duplicate"}.
+  help: `Sends each BODY argument as a message, in batches of 100 (each stored all or none).
+Without arguments, each line of --file PATH (or of standard input: '--file -', or anything
+piped in) is one message, sent over a producer stream as it is read (many in flight, each
+answered; batches of 100 when the server has no streams). Blank lines are skipped. A terminal
+shows a progress line for long inputs. With --json, one line per message: {"line", "id",
+"duplicate"}.
 
-A send is never repeated after a failure unless its messages carry de-duplication ids:
---dedup-prefix gives every line one (PREFIX-LINE), which also makes running the same command
-again after a failure safe within the queue's dedup window.
+Every message gets a de-duplication id, so a send whose answer was lost (a dropped
+connection, a 504) is sent again and stored once. --dedup-prefix gives line N the id
+PREFIX-N, which also makes running the same command again after a failure safe within the
+queue's dedup window. After a failure nothing more is sent, and the command says how far it
+got.
 
 Options:
   --file PATH           read messages from PATH, one per line ('-': standard input)
@@ -292,16 +296,26 @@ Examples:
       ttlSeconds: int(ctx.values, "ttl", { min: 1 }),
     };
     const client = await ctx.client();
+    const dedupOf = (line: number) =>
+      dedupId ?? (prefix !== undefined ? `${prefix}-${line}` : undefined);
     await sendInput(ctx, bodies, {
       label: `queue '${name}'`,
       batchSize: 100,
+      producer() {
+        const producer = client.queues.producer(name);
+        return {
+          connect: () => producer.connect(),
+          send: (body, line) => producer.send({ body, ...common, dedupId: dedupOf(line) }),
+          close: () => producer.close(),
+        };
+      },
       send: (lines, numbers) =>
         client.queues.sendBatch(
           name,
           lines.map((body, i) => ({
             body,
             ...common,
-            dedupId: dedupId ?? (prefix !== undefined ? `${prefix}-${numbers[i]}` : undefined),
+            dedupId: dedupOf(numbers[i]),
           })),
         ),
     });
@@ -311,17 +325,19 @@ Examples:
 const receive: Command = {
   name: "receive",
   summary: "receive messages (--ack, --follow)",
-  usage: "momd queue receive NAME [--max N] [--wait SECS] [--ack] [--follow]",
-  help: `Receives messages and prints them. Without --ack they stay in flight until their visibility
-timeout ends, then are delivered again. With --json, one line per message (the delivery as
-the API returns it).
+  usage: "momd queue receive NAME [--max N] [--wait SECS] [--ack|--no-ack] [--follow]",
+  help: `Receives messages and prints them. Unacknowledged ones stay in flight until their
+visibility timeout ends, then are delivered again. --follow prints them as they come (over a
+stream when the server has one) and acknowledges each once printed unless --no-ack. With
+--json, one line per message (the delivery as the API returns it).
 
 Options:
 ${RECEIVE_HELP}
 
 Examples:
   momd queue receive jobs --max 10 --ack
-  momd queue receive jobs --follow --ack --json`,
+  momd queue receive jobs --follow --json
+  momd queue receive jobs --follow --no-ack`,
   options: RECEIVE_OPTIONS,
   async run(ctx) {
     const [name] = need(ctx.positionals, ["NAME"], "queue receive");
@@ -330,6 +346,7 @@ Examples:
       label: `queue '${name}'`,
       receive: (opts) => client.queues.receive(name, opts),
       ack: (ms) => client.queues.ack(name, ms),
+      stream: (options) => client.queues.stream(name, options),
       headers: ["ID", "DELIVERY"],
       row: (m) => [m.id, m.deliveryCount],
       body: (m) => m.body,

@@ -152,11 +152,14 @@ const publish: Command = {
   name: "publish",
   summary: "publish messages from arguments, a file or standard input",
   usage: "momd topic publish NAME [BODY...] [--file PATH] [--key KEY] [--attr NAME=VALUE]",
-  help: `Publishes each BODY argument as a message; without arguments, each line of --file PATH (or
-of standard input: '--file -', or anything piped in) is one message. Blank lines are skipped.
-Messages go in batches of 100 (each all or none), at consecutive offsets. A publish is never
-repeated after a failure (topics have no de-duplication ids): on an error the command says
-which lines were published. With --json, one line per message: {"line", "offset", "id", ...}.
+  help: `Publishes each BODY argument as a message, in batches of 100 (each all or none, at
+consecutive offsets). Without arguments, each line of --file PATH (or of standard input:
+'--file -', or anything piped in) is one message, published over a producer stream as it is
+read (batches of 100 when the server has no streams). Blank lines are skipped. A publish is
+never repeated (topics have no de-duplication ids): after a failure nothing more is sent and
+the command says which lines were published; a publish in flight when the connection was
+lost may or may not have been stored (504 outcome_unknown). With --json, one line per
+message: {"line", "offset", "id", ...}.
 
 Options:
   --file PATH         read messages from PATH, one per line ('-': standard input)
@@ -180,6 +183,14 @@ Examples:
     await sendInput(ctx, bodies, {
       label: `topic '${name}'`,
       batchSize: 100,
+      producer() {
+        const producer = client.topics.producer(name);
+        return {
+          connect: () => producer.connect(),
+          send: (body) => producer.send({ body, key, attributes: attrs }),
+          close: () => producer.close(),
+        };
+      },
       send: (lines) =>
         client.topics.publishBatch(name, lines.map((body) => ({ body, key, attributes: attrs }))),
     });
@@ -293,16 +304,18 @@ const subscriptions: Command = {
 const receive: Command = {
   name: "receive",
   summary: "receive messages of a subscription (--ack, --follow)",
-  usage: "momd topic receive TOPIC SUBSCRIPTION [--max N] [--wait SECS] [--ack] [--follow]",
-  help: `Receives messages of a subscription and prints them. Without --ack they stay in flight
-until their visibility timeout ends, then are delivered again. With --json, one line per
-message.
+  usage:
+    "momd topic receive TOPIC SUBSCRIPTION [--max N] [--wait SECS] [--ack|--no-ack] [--follow]",
+  help: `Receives messages of a subscription and prints them. Unacknowledged ones stay in flight
+until their visibility timeout ends, then are delivered again. --follow prints them as they
+come (over a stream when the server has one) and acknowledges each once printed unless
+--no-ack. With --json, one line per message.
 
 Options:
 ${RECEIVE_HELP}
 
 Example:
-  momd topic receive events audit --follow --ack`,
+  momd topic receive events audit --follow`,
   options: RECEIVE_OPTIONS,
   async run(ctx) {
     const [topic, subscription] = need(ctx.positionals, ["TOPIC", "SUBSCRIPTION"], "topic receive");
@@ -312,6 +325,7 @@ Example:
       label: `subscription '${subscription}' of topic '${topic}'`,
       receive: (opts) => client.topics.receive(ref, opts),
       ack: (ms) => client.topics.ack(ref, ms),
+      stream: (options) => client.topics.stream(ref, options),
       headers: ["OFFSET", "DELIVERY", "KEY"],
       row: (m) => [m.offset, m.deliveryCount, m.key],
       body: (m) => m.body,
