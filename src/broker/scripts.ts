@@ -6,6 +6,8 @@ export interface LoadedScript {
   name: string;
   source: string;
   sha: string;
+  /** Where the script's own code starts in `source`, after its includes. */
+  bodyAt?: number;
 }
 
 const SCRIPT_DIR = new URL("./scripts/", import.meta.url);
@@ -16,7 +18,11 @@ async function sha1(text: string): Promise<string> {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function readScript(name: string, seen: Set<string>): Promise<string> {
+/** A script's text with its includes inlined, and where the text after the last include starts. */
+async function readScript(
+  name: string,
+  seen: Set<string>,
+): Promise<{ source: string; bodyAt: number }> {
   const text = await Deno.readTextFile(new URL(`${name}.lua`, SCRIPT_DIR));
   const parts: string[] = [];
   let last = 0;
@@ -25,12 +31,12 @@ async function readScript(name: string, seen: Set<string>): Promise<string> {
     const inc = `includes/${m[1]}`;
     if (!seen.has(inc)) {
       seen.add(inc);
-      parts.push(await readScript(inc, seen));
+      parts.push((await readScript(inc, seen)).source);
     }
     last = m.index! + m[0].length;
   }
-  parts.push(text.slice(last));
-  return parts.join("");
+  const head = parts.join("");
+  return { source: head + text.slice(last), bodyAt: head.length };
 }
 
 /** Reads every named script once at start-up (files are embedded by `deno compile --include`). */
@@ -39,32 +45,35 @@ export async function loadScripts<N extends string>(
 ): Promise<Record<N, LoadedScript>> {
   const out = {} as Record<N, LoadedScript>;
   for (const name of names) {
-    const source = await readScript(name, new Set());
-    out[name] = { name, source, sha: await sha1(source) };
+    const { source, bodyAt } = await readScript(name, new Set());
+    out[name] = { name, source, sha: await sha1(source), bodyAt };
   }
   return out;
 }
 
-// The line of prologue.lua a group script replaces with the state its calls share.
+// The lines of the includes a group script changes: the state its calls share, and the caller,
+// which is each call's own (every other value the includes take from ARGV is the group's).
 const GROUP_LINE = "local GROUP = false\n";
+const CALLER_LINES = "local CALLER = ARGV[4]\nlocal IS_ADMIN = ARGV[5] == 'admin'\n";
 
 // Runs the calls of a group in order, each as the plain script would run alone, and returns
 // `{ seq, { ok1, result1, ok2, result2, ... } }`: seq is the group's one sequence number (0 when
-// no call changed anything), ok 1 with the call's JSON payload or 0 with its error. ARGV: epoch,
-// expected seq, time, '', '', subscription, the number of calls, then per call its argument
-// count and arguments (caller, role, subscription, own arguments), as Store.change builds them.
+// no call changed anything), ok 1 with the call's JSON payload or 0 with its error. ARGV (the
+// group's, GROUP_ARGV here): epoch, expected seq, time, '', '', subscription, the number of calls,
+// then per call its argument count and arguments (caller, role, subscription, own arguments), as
+// Store.change builds them.
 const GROUP_DRIVER = `
 if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
   return redis.error_reply('MOMD store_lost the local store lost its data')
 end
-if ARGV[2] ~= '' and tonumber(ARGV[2]) <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then
+if EXPECTED ~= '' and tonumber(EXPECTED) <= known_seq() then
   return { -1, {} }
 end
 local out, pos = {}, 8
-for _ = 1, tonumber(ARGV[7]) do
-  local argc = tonumber(ARGV[pos])
-  local argv = { ARGV[1], ARGV[2], ARGV[3] }
-  for i = 1, argc do argv[3 + i] = ARGV[pos + i] end
+for _ = 1, tonumber(GROUP_ARGV[7]) do
+  local argc = tonumber(GROUP_ARGV[pos])
+  local argv = { GROUP_ARGV[1], GROUP_ARGV[2], GROUP_ARGV[3] }
+  for i = 1, argc do argv[3 + i] = GROUP_ARGV[pos + i] end
   pos = pos + argc + 1
   local ok, res = pcall(run_call, argv)
   local err = not ok and (type(res) == 'table' and tostring(res.err) or tostring(res)) or nil
@@ -92,14 +101,22 @@ return { GROUP_SHARED.seq or 0, out }
  * entity (and subscription) run in one script call, in order, each seeing what the previous ones
  * did, and yield one record with one sequence number. A replica replays the group as it replays
  * any record, so every call gets the same outcome there.
+ *
+ * The includes run once per group (their functions and constants are the same for every call);
+ * each call sets ARGV and the caller, then runs the script's own code.
  */
 export async function groupScript(script: LoadedScript): Promise<LoadedScript> {
-  if (!script.source.includes(GROUP_LINE)) {
-    throw new Error(`script ${script.name} has no prologue: it cannot run in a group`);
+  const head = script.source.slice(0, script.bodyAt ?? 0);
+  if (!head.includes(GROUP_LINE) || !head.includes(CALLER_LINES)) {
+    throw new Error(`script ${script.name} lacks the prologue or access: it cannot run in a group`);
   }
   const source = "local GROUP_SHARED = { seq = false, fenced = false }\n" +
-    "local function run_call(ARGV)\n" +
-    script.source.replace(GROUP_LINE, "local GROUP = GROUP_SHARED\n") +
+    "local GROUP_ARGV = ARGV\n" +
+    "local ARGV = { ARGV[1], ARGV[2], ARGV[3], '', '', ARGV[6] }\n" +
+    head.replace(GROUP_LINE, "local GROUP = GROUP_SHARED\n") +
+    "local function run_call(argv)\n" +
+    "ARGV = argv\nCALLER = ARGV[4]\nIS_ADMIN = ARGV[5] == 'admin'\n" +
+    script.source.slice(script.bodyAt) +
     "\nend\n" + GROUP_DRIVER;
   return { name: `group:${script.name}`, source, sha: await sha1(source) };
 }

@@ -10,6 +10,6 @@ if #valid == 0 then return unchanged(results) end
 
 local seq = begin_change()
 redis.call('ZREM', INFLIGHT, unpack(valid))
-for _, id in ipairs(valid) do forget(id) end
+forget_all(valid)
 count('n_ack', #valid)
 return done(seq, results)

@@ -21,24 +21,42 @@ maintain(cfg)
 local out = {}
 local deadline = NOW + vis * 1000
 local expired = 0
--- Pop at most max deliveries plus a bounded number of expired messages.
-for _ = 1, max + MAINTENANCE_LIMIT do
-  if #out >= max then break end
-  local id = redis.call('LPOP', READY)
-  if not id then break end
-  local raw = redis.call('HGET', MSGS, id)
-  if not raw then
-    forget(id)
-  elseif expires_at(raw) <= NOW then
-    forget(id)
-    expired = expired + 1
-  else
-    local dc = redis.call('HINCRBY', DC, id, 1)
-    local token = ARGV[8 + #out + 1]
-    redis.call('HSET', RC, id, token)
-    redis.call('ZADD', INFLIGHT, deadline, id)
-    out[#out + 1] = { id, raw, dc, deadline, token }
+-- Pop at most max deliveries plus a bounded number of expired messages, in as few calls as the
+-- expired ones allow: each round pops what is still missing and reads those messages at once.
+local budget = max + MAINTENANCE_LIMIT
+local ids, raws = {}, {}
+while #ids < max and budget > 0 do
+  local popped = redis.call('LPOP', READY, math.min(max - #ids, budget))
+  if not popped then break end
+  budget = budget - #popped
+  local found = redis.call('HMGET', MSGS, unpack(popped))
+  for i, id in ipairs(popped) do
+    local raw = found[i]
+    if not raw then
+      forget(id)
+    elseif expires_at(raw) <= NOW then
+      forget(id)
+      expired = expired + 1
+    else
+      ids[#ids + 1] = id
+      raws[#ids] = raw
+    end
   end
+end
+if #ids > 0 then
+  local counts = redis.call('HMGET', DC, unpack(ids))
+  local dcs, rcs, zs = {}, {}, {}
+  for i, id in ipairs(ids) do
+    local dc = tonumber(counts[i] or '0') + 1
+    local token = ARGV[8 + i]
+    dcs[2 * i - 1], dcs[2 * i] = id, dc
+    rcs[2 * i - 1], rcs[2 * i] = id, token
+    zs[2 * i - 1], zs[2 * i] = deadline, id
+    out[i] = { id, raws[i], dc, deadline, token }
+  end
+  redis.call('HSET', DC, unpack(dcs))
+  redis.call('HSET', RC, unpack(rcs))
+  redis.call('ZADD', INFLIGHT, unpack(zs))
 end
 count('n_exp', expired)
 count('n_recv', #out)

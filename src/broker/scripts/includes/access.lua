@@ -12,7 +12,9 @@ end
 -- Fails with not_found unless the entity exists, then with forbidden unless the caller holds the
 -- right: 'manage' (owner or admin), 'send' or 'receive' (anyone, unless the owner restricted it).
 local function require_right(right)
-  local m = redis.call('HMGET', META, 'owner', 'restricted', 'senders', 'receivers')
+  local m = shared('access', function()
+    return redis.call('HMGET', META, 'owner', 'restricted', 'senders', 'receivers')
+  end)
   if not m[1] then fail('not_found', ENTITY_KIND .. " '" .. ENTITY_NAME .. "' does not exist") end
   if IS_ADMIN or CALLER == m[1] then return end
   if right == 'manage' then

@@ -10,9 +10,22 @@ local META = KEYS[1]
 -- the first change takes the group's one sequence number and the later ones write under it.
 local GROUP = false
 
+-- What a group's calls may share, because none of them can change it (a group holds calls of one
+-- script on one entity, run at one time): read by the first call, reused by the rest.
+local function shared(name, read)
+  if not GROUP then return read() end
+  local v = GROUP[name]
+  if v == nil then
+    v = read()
+    GROUP[name] = v
+  end
+  return v
+end
+
 -- A store without its identity lost its data (wiped, or restarted from nothing) since its node
 -- opened it: answering from it, or writing into it, could contradict what was acknowledged.
-if redis.call('EXISTS', KEYS[#KEYS]) == 0 then
+-- (A group's driver checks once for all its calls.)
+if not GROUP and redis.call('EXISTS', KEYS[#KEYS]) == 0 then
   return redis.error_reply('MOMD store_lost the local store lost its data')
 end
 

@@ -30,11 +30,13 @@ end
 
 -- The numeric configuration as a table of numbers (and the overflow policy).
 local function qcfg()
-  local v = redis.call('HMGET', META, 'vis', 'maxd', 'ret', 'maxlen', 'ovf', 'delay', 'maxb', 'ddw')
-  return {
-    vis = tonumber(v[1]), maxd = tonumber(v[2]), ret = tonumber(v[3]), maxlen = tonumber(v[4]),
-    ovf = v[5], delay = tonumber(v[6]), maxb = tonumber(v[7]), ddw = tonumber(v[8]),
-  }
+  return shared('qcfg', function()
+    local v = redis.call('HMGET', META, 'vis', 'maxd', 'ret', 'maxlen', 'ovf', 'delay', 'maxb', 'ddw')
+    return {
+      vis = tonumber(v[1]), maxd = tonumber(v[2]), ret = tonumber(v[3]), maxlen = tonumber(v[4]),
+      ovf = v[5], delay = tonumber(v[6]), maxb = tonumber(v[7]), ddw = tonumber(v[8]),
+    }
+  end)
 end
 
 -- Everything the API shows about a queue: owner, creation time, configuration, counters.
@@ -62,11 +64,16 @@ local function enqueued_at(raw)
   return tonumber(string.match(raw, '^%d+,(%d+),'))
 end
 
--- Forgets a message entirely (its id must already be out of every list and zset).
+-- Forgets messages entirely (their ids must already be out of every list and zset).
+local function forget_all(ids)
+  if #ids == 0 then return end
+  redis.call('HDEL', MSGS, unpack(ids))
+  redis.call('HDEL', DC, unpack(ids))
+  redis.call('HDEL', RC, unpack(ids))
+end
+
 local function forget(id)
-  redis.call('HDEL', MSGS, id)
-  redis.call('HDEL', DC, id)
-  redis.call('HDEL', RC, id)
+  forget_all({ id })
 end
 
 -- Validation of a send of n new messages (call before begin_change): the queue holds at most
@@ -96,10 +103,14 @@ local function enqueue(cfg, drop, msgs)
     for _ = 1, drop do forget(redis.call('LPOP', READY)) end
     count('n_drop', drop)
   end
-  local ended = redis.call('ZRANGEBYSCORE', DDX, '-inf', NOW, 'LIMIT', 0, 100)
-  if #ended > 0 then
-    redis.call('ZREM', DDX, unpack(ended))
-    redis.call('HDEL', DD, unpack(ended))
+  -- Once per group: its calls share NOW, so a later call would find none ended.
+  if not (GROUP and GROUP.swept) then
+    local ended = redis.call('ZRANGEBYSCORE', DDX, '-inf', NOW, 'LIMIT', 0, 100)
+    if #ended > 0 then
+      redis.call('ZREM', DDX, unpack(ended))
+      redis.call('HDEL', DD, unpack(ended))
+    end
+    if GROUP and #ended < 100 then GROUP.swept = true end
   end
   local to_ready = {}
   for _, m in ipairs(msgs) do
@@ -202,17 +213,18 @@ local function receipt_pairs(from)
   return out
 end
 
--- Is the receipt (id, token) the current attempt of an in-flight message, before its deadline?
-local function current_attempt(id, token)
-  local deadline = tonumber(redis.call('ZSCORE', INFLIGHT, id) or '0')
-  return deadline > NOW and redis.call('HGET', RC, id) == token
-end
-
--- Receipts valid now, each at most once; results[i] is 'ok' or 'stale_receipt'.
+-- Receipts valid now, each at most once; results[i] is 'ok' or 'stale_receipt'. A receipt is
+-- valid when it is the current attempt of an in-flight message, before its deadline.
 local function check_receipts(list)
   local results, valid, taken = {}, {}, {}
+  if #list == 0 then return results, valid end
+  local ids = {}
+  for i, r in ipairs(list) do ids[i] = r[1] end
+  -- Two reads for the whole list (missing members and fields come back false).
+  local deadlines = redis.call('ZMSCORE', INFLIGHT, unpack(ids))
+  local tokens = redis.call('HMGET', RC, unpack(ids))
   for i, r in ipairs(list) do
-    if not taken[r[1]] and current_attempt(r[1], r[2]) then
+    if not taken[r[1]] and tonumber(deadlines[i] or '0') > NOW and tokens[i] == r[2] then
       taken[r[1]] = true
       valid[#valid + 1] = r[1]
       results[i] = 'ok'
