@@ -519,17 +519,17 @@ Deno.test("adversary: no caller settles before its record shipped (slow, out-of-
         if (!r || !released.has(r)) settledEarly.push(i);
       })
     );
-    // Groups follow one another without waiting for the previous ship: every call reaches
-    // Redis while no record is acknowledged yet.
-    while (owner.sink.records.length < 2 || pending.length < owner.sink.records.length - 1) {
-      await new Promise((res) => setTimeout(res, 5));
-      if ((await heldIds(owner.conn, "slow")).size === calls.length) break;
-    }
+    // A lane's next group waits for the previous group's ship: while nothing is released,
+    // nobody may settle, and later calls gather behind the first record.
+    while (pending.length === 0) await new Promise((res) => setTimeout(res, 5));
     await new Promise((res) => setTimeout(res, 50));
     assert.deepEqual(settledEarly, []);
-    // Released newest first.
-    while (pending.length > 0) {
-      pending.pop()!.release();
+    assert.equal(owner.sink.records.filter((r) => r.op !== "queue_create").length, 1);
+    // Released newest first whenever several wait, until every call settled.
+    let done = false;
+    Promise.all(all).finally(() => (done = true));
+    while (!done) {
+      pending.pop()?.release();
       await new Promise((res) => setTimeout(res, 1));
     }
     await Promise.all(all);
@@ -1057,21 +1057,26 @@ for (const groupCommit of [true, false]) {
     try {
       const q: EntityRef = { type: "queue", name: "dd" };
       await makeQueue(owner, "dd");
-      let fail: (err: Error) => void = () => {};
+      // The replicas: pending until they fail, then down until they come back.
+      let down = false;
+      const waiting: ((err: Error) => void)[] = [];
       owner.sink.decide = (r) =>
-        r.op === "queue_create" ? undefined : new Promise<void>((_, rej) => (fail = rej));
-      const first = sendCall("alice", [{ body: "once", dedup: "order-42" }]);
-      const firstOutcome = fire(owner.store, q, [first]);
+        r.op === "queue_create"
+          ? undefined
+          : down
+          ? Promise.reject(new Error("replicas down"))
+          : new Promise<void>((_, rej) => waiting.push(rej));
+      const send = () =>
+        fire(owner.store, q, [sendCall("alice", [{ body: "once", dedup: "order-42" }])]);
+      const firstOutcome = send();
       while (owner.sink.records.length < 2) await new Promise((res) => setTimeout(res, 2));
       // The original is in Redis, its record not yet acknowledged by any replica.
       let secondSettled = false;
-      const second = fire(owner.store, q, [
-        sendCall("alice", [{ body: "once", dedup: "order-42" }]),
-      ])
-        .finally(() => (secondSettled = true));
+      const second = send().finally(() => (secondSettled = true));
       await new Promise((res) => setTimeout(res, 50));
       const early = secondSettled;
-      fail(new Error("replicas never acknowledged"));
+      down = true;
+      for (const fail of waiting.splice(0)) fail(new Error("replicas never acknowledged"));
       const [a] = await firstOutcome;
       const [b] = await second;
       assert.deepEqual(a, { ok: false, code: "outcome_unknown" });
@@ -1081,6 +1086,17 @@ for (const groupCommit of [true, false]) {
         false,
         `the duplicate of an unreplicated send succeeded: ${JSON.stringify(b)}`,
       );
+      // A retry while the replicas are down is not acknowledged either; once they are back,
+      // it is, with the original's id.
+      const [c] = await send();
+      assert.equal(c.ok, false, `acknowledged with the replicas down: ${JSON.stringify(c)}`);
+      down = false;
+      owner.sink.decide = () => undefined;
+      const [d] = await send();
+      assert.ok(d.ok, JSON.stringify(d));
+      const held = [...await heldIds(owner.conn, "dd")];
+      assert.deepEqual((d as { value: [string, boolean][] }).value, [[held[0], true]]);
+      assert.equal(held.length, 1);
     } finally {
       await closeAll(owner);
     }

@@ -430,7 +430,9 @@ export class Store {
       }
       const epoch = this.#epochOf(entity);
       if (calls.length === 1) {
-        calls[0].resolve(await this.#changeAlone(entity, op, calls[0].args, epoch));
+        const made = await this.#changeAlone(entity, op, calls[0].args, epoch);
+        calls[0].resolve(made);
+        await made.shipped?.catch(() => {});
         return;
       }
       const args = ["", "", calls[0].args[2] ?? "", String(calls.length)];
@@ -450,6 +452,7 @@ export class Store {
           call.reject(this.#failure(fromScriptError(new Error(String(results[2 * i + 1])))));
         }
       });
+      await shipped?.catch(() => {});
     } catch (err) {
       for (const call of calls) call.reject(err);
     }

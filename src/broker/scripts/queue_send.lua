@@ -43,7 +43,10 @@ for i = 1, n do
     if m.dedup ~= '' and cfg.ddw > 0 then in_batch[m.dedup] = m.id end
   end
 end
-if #fresh == 0 then return unchanged(results) end
+-- Only duplicates: nothing to store, but the answer says the originals are stored. It still
+-- takes a sequence number, so that it is acknowledged only once a replica holds everything up
+-- to here, the originals included (a replica that missed them resyncs first).
+if #fresh == 0 then return done(begin_change(), results) end
 local drop = room_for(cfg, #fresh, #fresh .. ' more refused')
 
 local seq = begin_change()
