@@ -519,12 +519,13 @@ Deno.test("adversary: no caller settles before its record shipped (slow, out-of-
         if (!r || !released.has(r)) settledEarly.push(i);
       })
     );
-    // A lane's next group waits for the previous group's ship: while nothing is released,
-    // nobody may settle, and later calls gather behind the first record.
+    // A lane has at most two groups waiting for their ships: while nothing is released,
+    // nobody may settle, and later calls gather behind the first two records.
     while (pending.length === 0) await new Promise((res) => setTimeout(res, 5));
     await new Promise((res) => setTimeout(res, 50));
     assert.deepEqual(settledEarly, []);
-    assert.equal(owner.sink.records.filter((r) => r.op !== "queue_create").length, 1);
+    const shipping = owner.sink.records.filter((r) => r.op !== "queue_create").length;
+    assert.ok(shipping <= 2, `${shipping} groups went to Redis before any was confirmed`);
     // Released newest first whenever several wait, until every call settled.
     let done = false;
     Promise.all(all).finally(() => (done = true));

@@ -104,6 +104,8 @@ interface Lane {
   entity: EntityRef;
   op: ScriptName;
   waiting: GroupCall[];
+  /** The confirmation of the group before the one in Redis or just answered. */
+  previous?: Promise<void>;
 }
 
 /**
@@ -404,7 +406,12 @@ export class Store {
 
   /** Runs one group, then the next with what arrived meanwhile; the lane ends when none did. */
   #runGroup(lane: Lane, calls: GroupCall[]): void {
-    this.#commit(lane, calls).finally(() => {
+    this.#commit(lane, calls).then(async ({ shipped }) => {
+      // Two groups of a lane at most wait for their confirmation: the next group goes to Redis
+      // once the one before the group just answered is confirmed, so groups gather what arrives
+      // during a replication round trip while two round trips overlap.
+      await lane.previous;
+      lane.previous = shipped?.then(() => {}, () => {});
       if (lane.waiting.length === 0) {
         this.#lanes.delete(lane.key);
         return;
@@ -421,8 +428,9 @@ export class Store {
     });
   }
 
-  /** Commits the calls of one group and settles each; never rejects. */
-  async #commit(lane: Lane, calls: GroupCall[]): Promise<void> {
+  /** Commits the calls of one group and settles each; never rejects. Returns the group's
+   * confirmation, when it yielded a record (in an object: a promise returned would be awaited). */
+  async #commit(lane: Lane, calls: GroupCall[]): Promise<{ shipped?: Promise<void> }> {
     const { entity, op } = lane;
     try {
       if (this.#redis.status !== "ready") {
@@ -431,9 +439,10 @@ export class Store {
       const epoch = this.#epochOf(entity);
       if (calls.length === 1) {
         const made = await this.#changeAlone(entity, op, calls[0].args, epoch);
+        // Its caller hears a failure; the lane only waits for it.
+        made.shipped?.catch(() => {});
         calls[0].resolve(made);
-        await made.shipped?.catch(() => {});
-        return;
+        return { shipped: made.shipped };
       }
       const args = ["", "", calls[0].args[2] ?? "", String(calls.length)];
       for (const call of calls) args.push(String(call.args.length), ...call.args);
@@ -452,9 +461,10 @@ export class Store {
           call.reject(this.#failure(fromScriptError(new Error(String(results[2 * i + 1])))));
         }
       });
-      await shipped?.catch(() => {});
+      return { shipped };
     } catch (err) {
       for (const call of calls) call.reject(err);
+      return {};
     }
   }
 
