@@ -5,7 +5,7 @@
  * messages do, `idempotentSends`), and rejected as outcome unknown otherwise (topic publishes).
  */
 import { fullJitter, sleep } from "./backoff.ts";
-import { MomdConnectionError, MomdError } from "./errors.ts";
+import { MomdError } from "./errors.ts";
 import { path } from "./http.ts";
 import type { MessageInput, SentMessage } from "./queues.ts";
 import {
@@ -14,8 +14,9 @@ import {
   FrameSocket,
   frameTooLarge,
   localError,
-  MomdStreamUnsupportedError,
   type StreamDeps,
+  tokenExpired,
+  transientConnectError,
 } from "./stream.ts";
 import {
   CLOSE,
@@ -273,17 +274,12 @@ export class Producer<I, O> {
           },
         });
       } catch (err) {
-        if (
-          err instanceof MomdError && err.status === 401 && err.code === "token_expired" &&
-          !renewed && await this.#deps.renewToken()
-        ) {
+        if (tokenExpired(err) && !renewed && await this.#deps.renewToken()) {
           renewed = true;
           continue;
         }
         // A refusal for good, or no stream endpoint on a server never streamed to: give up.
-        const transient = err instanceof MomdConnectionError ||
-          (err instanceof MomdError && (err.status >= 500 || err.status === 429)) ||
-          (err instanceof MomdStreamUnsupportedError && this.#everOpen);
+        const transient = transientConnectError(err, this.#everOpen);
         if (!transient || attempt >= retry.retries) throw err;
         const asked = err instanceof MomdError && err.retryAfterSeconds !== undefined
           ? err.retryAfterSeconds * 1000

@@ -159,6 +159,22 @@ export function closeVerdict(
   };
 }
 
+/** Whether a refused connect is an expired token, which one renewal may fix. */
+export function tokenExpired(err: unknown): boolean {
+  return err instanceof MomdError && err.status === 401 && err.code === "token_expired";
+}
+
+/**
+ * Whether a failed connect may be tried again: the connection failed, the server was busy or
+ * unavailable (5xx, 429), or it answered that it has no streams after one was open (a node of
+ * an older version in a rolling upgrade). Anything else is a refusal for good.
+ */
+export function transientConnectError(err: unknown, everOpen: boolean): boolean {
+  return err instanceof MomdConnectionError ||
+    (err instanceof MomdError && (err.status >= 500 || err.status === 429)) ||
+    (err instanceof MomdStreamUnsupportedError && everOpen);
+}
+
 /** Bytes of a frame's JSON text (exact only when it might be near the limit). */
 export function frameTooLarge(text: string): boolean {
   if (text.length * 3 <= MAX_FRAME_BYTES) return false;

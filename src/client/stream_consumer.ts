@@ -13,8 +13,9 @@ import {
   closeVerdict,
   errorFromFrame,
   FrameSocket,
-  MomdStreamUnsupportedError,
   type StreamDeps,
+  tokenExpired,
+  transientConnectError,
 } from "./stream.ts";
 import {
   CLOSE,
@@ -375,16 +376,11 @@ export class StreamConsumer<M extends { receipt: string }> implements AsyncItera
           },
         });
       } catch (err) {
-        if (
-          err instanceof MomdError && err.status === 401 && err.code === "token_expired" &&
-          !renewed && await this.#deps.renewToken()
-        ) {
+        if (tokenExpired(err) && !renewed && await this.#deps.renewToken()) {
           renewed = true;
           continue;
         }
-        const transient = err instanceof MomdConnectionError ||
-          (err instanceof MomdError && (err.status >= 500 || err.status === 429)) ||
-          (err instanceof MomdStreamUnsupportedError && this.#everOpen);
+        const transient = transientConnectError(err, this.#everOpen);
         if (!transient) {
           this.#fail(err);
           throw err;

@@ -22,35 +22,18 @@ import {
   TopicVisibilityBody,
 } from "../schemas/topics.ts";
 
-/** The subprotocol both sides speak; `bearer.<token>` beside it carries the token. */
-export const STREAM_SUBPROTOCOL = "momd.v1";
+// The constants both sides share live in the client's module (it has no server imports).
+import {
+  CLOSE,
+  MAX_CONTEXT_CHARS,
+  MAX_FRAME_BYTES,
+  MAX_PERMITS,
+  STREAM_SUBPROTOCOL,
+} from "../../client/stream_protocol.ts";
+export { CLOSE, MAX_CONTEXT_CHARS, MAX_FRAME_BYTES, MAX_PERMITS, STREAM_SUBPROTOCOL };
 
 /** Prefix of the subprotocol that carries the token (browsers cannot set headers). */
 export const BEARER_SUBPROTOCOL_PREFIX = "bearer.";
-
-/** Largest frame taken; a larger one closes the socket with CLOSE.tooBig. */
-export const MAX_FRAME_BYTES = 1024 * 1024;
-
-/** Most credits one permit frame adds, and most a consumer may ask for up front. */
-export const MAX_PERMITS = 1000;
-
-/** Longest `context` a client may attach to a frame. */
-export const MAX_CONTEXT_CHARS = 128;
-
-/** Close codes of the protocol. */
-export const CLOSE = {
-  normal: 1000,
-  /** The node is shutting down: connect again (NGINX picks another node). */
-  goingAway: 1001,
-  /** A frame larger than MAX_FRAME_BYTES. */
-  tooBig: 1009,
-  /** The token is no longer valid (expired, user deleted, password changed). */
-  unauthorized: 4401,
-  /** The caller lost its right on the queue or topic. */
-  forbidden: 4403,
-  /** The queue, topic or subscription was deleted. */
-  gone: 4404,
-} as const;
 
 const Context = z.string().max(MAX_CONTEXT_CHARS);
 
