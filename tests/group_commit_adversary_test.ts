@@ -18,21 +18,10 @@ import { type EntityRef, STORE_KEY } from "../src/broker/keys.ts";
 import { localOnlySink, type ReplicationRecord } from "../src/replication/record.ts";
 import { type RedisServer, startRedis } from "./support/services.ts";
 import { dumpEntity } from "./support/state.ts";
+import { mulberry32 as random } from "./support/nemesis.ts";
 
 const admin = { username: "admin", role: "admin" as const };
 const NOW = 1_800_000_000_000;
-
-/** A seeded generator (mulberry32), so a failing seed can be run again. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A sink that keeps every record and lets a test decide each ship's fate. */
 class Sink {

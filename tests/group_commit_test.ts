@@ -18,22 +18,11 @@ import { decodeReceipt, encodeReceipt, newToken } from "../src/broker/receipts.t
 import { localOnlySink, type ReplicationRecord } from "../src/replication/record.ts";
 import { startRedis } from "./support/services.ts";
 import { dumpEntity } from "./support/state.ts";
+import { mulberry32 as random } from "./support/nemesis.ts";
 
 const admin = { username: "admin", role: "admin" as const };
 const alice = { username: "alice", role: "user" as const };
 const mallory = { username: "mallory", role: "user" as const };
-
-/** A seeded generator (mulberry32), so a failing seed can be run again. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** An owner store whose records are kept, and a replica store on its own Redis. */
 async function pair(groupCommit = true) {
