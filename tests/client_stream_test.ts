@@ -54,6 +54,16 @@ function noStreamsProxy(target: string) {
   };
 }
 
+/** n stored messages, ids q0.. and bodies b0.., never delivered. */
+function storedJobs(n: number): Stored[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `q${i}`,
+    body: `b${i}`,
+    attributes: {},
+    deliveries: 0,
+  }));
+}
+
 Deno.test("client streams, real node: a producer and consume() move a queue's messages", async () => {
   const node = await serveNode();
   const momd = adminOf(node.url);
@@ -734,12 +744,7 @@ Deno.test("client streams: close codes: 1001 reconnects, 4404 fails what waits",
 
 Deno.test("client streams: a stream consumer holds at most its prefetch and batches its acks", async () => {
   const server = standIn();
-  const jobs: Stored[] = Array.from({ length: 20 }, (_, i) => ({
-    id: `q${i}`,
-    body: `b${i}`,
-    attributes: {},
-    deliveries: 0,
-  }));
+  const jobs: Stored[] = storedJobs(20);
   server.queues.set("jobs", jobs);
   const momd = client(server.url);
   try {
@@ -779,12 +784,7 @@ Deno.test("client streams: a stream consumer holds at most its prefetch and batc
 
 Deno.test("client streams: a stream consumer comes back after a network loss", async () => {
   const server = standIn();
-  const jobs: Stored[] = Array.from({ length: 6 }, (_, i) => ({
-    id: `q${i}`,
-    body: `b${i}`,
-    attributes: {},
-    deliveries: 0,
-  }));
+  const jobs: Stored[] = storedJobs(6);
   server.queues.set("jobs", jobs);
   const proxy = cuttingProxy(server.port);
   const errors: unknown[] = [];
@@ -885,12 +885,7 @@ Deno.test("client streams: an expired token is renewed and the streams carry on"
 
 Deno.test("client streams: consume() carries on over a network loss and empties the queue", async () => {
   const server = standIn();
-  const jobs: Stored[] = Array.from({ length: 40 }, (_, i) => ({
-    id: `q${i}`,
-    body: `b${i}`,
-    attributes: {},
-    deliveries: 0,
-  }));
+  const jobs: Stored[] = storedJobs(40);
   server.queues.set("jobs", jobs);
   const proxy = cuttingProxy(server.port);
   const momd = client(proxy.url);
