@@ -54,9 +54,10 @@ export type ScriptName = typeof SCRIPT_NAMES[number];
 
 /**
  * Scripts whose concurrent calls on one entity (and subscription) are committed together
- * (group commit): the calls that arrive while the previous group runs in Redis go as one script
- * call (`group:<name>`, scripts.ts) and one replication record, each caller with its own result.
- * A call that finds nothing running goes at once, alone, as the plain script.
+ * (group commit): the calls that arrive while the lane's previous groups are in Redis or waiting
+ * for their confirmation go as one script call (`group:<name>`, scripts.ts) and one replication
+ * record, each caller with its own result. A call that finds its lane idle goes at once, alone,
+ * as the plain script.
  */
 export const GROUPED_SCRIPTS = [
   "queue_send",
@@ -98,7 +99,7 @@ interface GroupCall {
   reject: (err: unknown) => void;
 }
 
-/** The calls of one script on one entity (and subscription): one group runs at a time. */
+/** The calls of one script on one entity (and subscription): one group in Redis at a time. */
 interface Lane {
   key: string;
   entity: EntityRef;
