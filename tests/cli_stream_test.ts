@@ -6,8 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { serveNode } from "./support/node.ts";
-import { runCli } from "../src/cli/mod.ts";
-import type { CliIo } from "../src/cli/io.ts";
+import { runMomd, type RunOptions, type RunResult } from "./support/cli.ts";
 
 function jsonLines(text: string): Record<string, unknown>[] {
   return text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
@@ -27,48 +26,15 @@ class Requests {
   }
 }
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs one command as a user whose token is in MOMD_TOKEN. */
-async function momd(
+function momd(
   url: string,
   token: string,
   args: string[],
-  opts: {
-    stdin?: string;
-    interrupt?: AbortSignal;
-    onStdout?: (all: string) => void;
-    requests?: Requests;
-  } = {},
-): Promise<Run> {
-  let stdout = "";
-  let stderr = "";
-  const env: Record<string, string> = { MOMD_URL: url, MOMD_TOKEN: token, HOME: "/nonexistent" };
-  const io: Partial<CliIo> = {
-    stdout: (t) => {
-      stdout += t;
-      opts.onStdout?.(stdout);
-      return Promise.resolve();
-    },
-    stderr: (t) => {
-      stderr += t;
-      return Promise.resolve();
-    },
-    stdin: () => ReadableStream.from([new TextEncoder().encode(opts.stdin ?? "")]),
-    stdinIsTerminal: false,
-    stderrIsTerminal: false,
-    env: (name) => env[name],
-    prompt: () => Promise.reject(new Error("no terminal in tests")),
-    promptSecret: () => Promise.reject(new Error("no terminal in tests")),
-    interrupted: () => opts.interrupt ?? new AbortController().signal,
-    fetch: opts.requests?.fetch,
-  };
-  const code = await runCli(args, io);
-  return { code, stdout, stderr };
+  opts: RunOptions & { requests?: Requests } = {},
+): Promise<RunResult> {
+  const env = { MOMD_URL: url, MOMD_TOKEN: token, HOME: "/nonexistent" };
+  return runMomd(args, env, { ...opts, fetch: opts.requests?.fetch });
 }
 
 /** A proxy that answers stream endpoints as a momd without streams (404, no code). */

@@ -16,6 +16,39 @@ export interface RunOptions {
   interrupt?: AbortSignal;
   /** Called with stdout so far after each write (to follow a running command). */
   onStdout?: (all: string) => void;
+  /** The fetch the command's client uses (to count or change its requests). */
+  fetch?: typeof fetch;
+}
+
+/** Runs one `momd` command in-process with `runCli`, in the given environment. */
+export async function runMomd(
+  args: string[],
+  env: Record<string, string>,
+  opts: RunOptions = {},
+): Promise<RunResult> {
+  let stdout = "";
+  let stderr = "";
+  const io: Partial<CliIo> = {
+    stdout: (t) => {
+      stdout += t;
+      opts.onStdout?.(stdout);
+      return Promise.resolve();
+    },
+    stderr: (t) => {
+      stderr += t;
+      return Promise.resolve();
+    },
+    stdin: () => ReadableStream.from([new TextEncoder().encode(opts.stdin ?? "")]),
+    stdinIsTerminal: false,
+    stderrIsTerminal: opts.stderrIsTerminal ?? false,
+    env: (name) => env[name],
+    prompt: () => Promise.reject(new Error("no terminal in tests")),
+    promptSecret: () => Promise.reject(new Error("no terminal in tests")),
+    interrupted: () => opts.interrupt ?? new AbortController().signal,
+    fetch: opts.fetch,
+  };
+  const code = await runCli(args, io);
+  return { code, stdout, stderr };
 }
 
 /**
@@ -30,30 +63,8 @@ export async function cliUser(): Promise<{
 }> {
   const home = await Deno.makeTempDir({ prefix: "momd-cli-" });
   const config = `${home}/config`;
-  async function run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
-    let stdout = "";
-    let stderr = "";
-    const env: Record<string, string> = { HOME: home, XDG_CONFIG_HOME: config, ...opts.env };
-    const io: Partial<CliIo> = {
-      stdout: (t) => {
-        stdout += t;
-        opts.onStdout?.(stdout);
-        return Promise.resolve();
-      },
-      stderr: (t) => {
-        stderr += t;
-        return Promise.resolve();
-      },
-      stdin: () => ReadableStream.from([new TextEncoder().encode(opts.stdin ?? "")]),
-      stdinIsTerminal: false,
-      stderrIsTerminal: opts.stderrIsTerminal ?? false,
-      env: (name) => env[name],
-      prompt: () => Promise.reject(new Error("no terminal in tests")),
-      promptSecret: () => Promise.reject(new Error("no terminal in tests")),
-      interrupted: () => opts.interrupt ?? new AbortController().signal,
-    };
-    const code = await runCli(args, io);
-    return { code, stdout, stderr };
+  function run(args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return runMomd(args, { HOME: home, XDG_CONFIG_HOME: config, ...opts.env }, opts);
   }
   return {
     home,
