@@ -1,12 +1,12 @@
 import type { Redis } from "ioredis";
-import { connectRedis } from "./src/redis.ts";
+import { claimDataFormat, connectRedis, DataFormatError } from "./src/redis.ts";
 import { ConfigError, configHelp, loadConfig } from "./src/config/load.ts";
 import type { Config } from "./src/config/schema.ts";
 import { UserStore } from "./src/auth/users.ts";
 import { TokenService, watchUserChanges } from "./src/auth/tokens.ts";
 import { RedisRateLimiter } from "./src/auth/redis_rate_limiter.ts";
 import { rateLimitOf } from "./src/auth/rate_limit.ts";
-import { Store } from "./src/broker/store.ts";
+import { identifyStore, Store } from "./src/broker/store.ts";
 import { StoreGuard } from "./src/broker/store_guard.ts";
 import { MemoryWatch } from "./src/broker/memory.ts";
 import { Notifier } from "./src/broker/notifier.ts";
@@ -18,12 +18,19 @@ import { createApp } from "./src/api/app.ts";
 import { StreamHub } from "./src/api/stream/mod.ts";
 import { runCli } from "./src/cli/mod.ts";
 import { ClusterNode } from "./src/cluster/node.ts";
+import { clusterChecker, singleNodeChecker } from "./src/cluster/check.ts";
 import { BackupSync, registeredEntities } from "./src/backup/sync.ts";
 import { listBackups, restoreBeforeServing } from "./src/backup/restore.ts";
+import type { EntityRef } from "./src/broker/keys.ts";
+import { createLogger, logEvent, type Logger } from "./src/log/logger.ts";
+import { Metrics } from "./src/metrics/metrics.ts";
+import { metricSources, OWNERSHIP_CHANGES } from "./src/metrics/sources.ts";
+import { BUILD, VERSION } from "./src/version.ts";
 
 /** A running node. */
 export interface RunningNode {
   config: Config;
+  log: Logger;
   url: string;
   /**
    * Drains the node: stops taking requests and finishes those in flight, hands what it owns to
@@ -44,12 +51,23 @@ async function ping(redis: Redis): Promise<boolean> {
 }
 
 /** Wires one node together from its configuration and starts serving. */
-export async function startNode(config: Config): Promise<RunningNode> {
-  const lazy = { lazy: true };
+export async function startNode(
+  config: Config,
+  opts: { log?: Logger } = {},
+): Promise<RunningNode> {
+  const log = opts.log ?? createLogger({ nodeId: config.nodeId, level: config.logLevel });
+  const metrics = config.metrics
+    ? new Metrics({ nodeId: config.nodeId, cluster: !!config.zookeeper })
+    : undefined;
+  const warn = (m: string) => log.warn(m);
+  const lazy = { lazy: true, log: warn };
   const local = connectRedis(config.localRedisUrl, `momd-${config.nodeId}-local`, lazy);
   const usersRedis = connectRedis(config.usersRedisUrl, `momd-${config.nodeId}-users`, lazy);
   const userEvents = connectRedis(config.usersRedisUrl, `momd-${config.nodeId}-events`, lazy);
   await Promise.all([local.connect(), usersRedis.connect(), userEvents.connect()]);
+  // Every Redis's data format first: a node must not touch data it would misread.
+  await identifyStore(local);
+  await claimDataFormat(usersRedis, "MOMD_USERS_REDIS_URL (the users' Redis)");
 
   const users = new UserStore(usersRedis, {
     hashCost: config.passwordHashCost,
@@ -61,6 +79,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
   });
   await watchUserChanges(userEvents, tokens);
   const limiter = new RedisRateLimiter(usersRedis, {
+    log,
     defaultLimit: rateLimitOf(config.rateLimitPerSecond, config.rateLimitBurst),
     maxDelayMs: config.rateLimitMaxDelayMs,
     loginFailuresPerMinute: config.loginFailuresPerMinute,
@@ -71,8 +90,22 @@ export async function startNode(config: Config): Promise<RunningNode> {
   // In a cluster, ZooKeeper decides who writes what: the store writes with the ownership epoch
   // and ships every record to the entity's replicas before the change is acknowledged.
   // Not lazy: a backup Redis that is down must not stop the node.
-  const backupRedis = connectRedis(config.backupRedisUrl, `momd-${config.nodeId}-backup`);
-  const cluster = config.zookeeper ? await ClusterNode.connect(config, local) : undefined;
+  const backupRedis = connectRedis(config.backupRedisUrl, `momd-${config.nodeId}-backup`, {
+    log: warn,
+  });
+  await claimDataFormat(backupRedis, "MOMD_BACKUP_REDIS_URL (the backup Redis)").catch((err) => {
+    if (err instanceof DataFormatError) throw err;
+    // Unreachable: the node serves without backups until it is back (see above).
+  });
+  const cluster = config.zookeeper
+    ? await ClusterNode.connect(config, local, {
+      log,
+      onEvent: (e) => {
+        const change = OWNERSHIP_CHANGES[e.event];
+        if (change) metrics?.ownershipChanges.labels(change).inc();
+      },
+    })
+    : undefined;
   const backup = new BackupSync({
     local,
     backup: backupRedis,
@@ -82,10 +115,26 @@ export async function startNode(config: Config): Promise<RunningNode> {
     epochOf: cluster ? (e) => cluster.epochOf(e) : () => 0,
     replicaSnapshot: cluster ? (e) => cluster.replicaSnapshot(e) : undefined,
     intervalMs: config.backupIntervalMs,
+    log: warn,
   });
   let guard: StoreGuard | undefined;
   // The memory alarm samples the store over the store's connection (see memory.ts).
-  const memory = new MemoryWatch(local, { highWatermark: config.memoryHighWatermark });
+  const memory = new MemoryWatch(local, {
+    highWatermark: config.memoryHighWatermark,
+    log: warn,
+  });
+  // What a restore from the backup did, as a cluster event.
+  const restore = (entity: EntityRef) =>
+    restoreBeforeServing(local, backupRedis, store, entity, {
+      log: warn,
+      onRestored: (r) =>
+        logEvent(log, {
+          event: "backup_restore",
+          entity: `${entity.type}/${entity.name}`,
+          seq: r.backup?.seq ?? 0,
+          epoch: r.backup?.epoch ?? 0,
+        }, `restored ${entity.type}/${entity.name} from the backup (${r.replayed ?? 0} records)`),
+    });
   const store = await Store.open(local, {
     admitChange: (op, args) => memory.admit(op, args),
     sink: backup.recordSink(cluster?.sink ?? localOnlySink), // delete records drop backups
@@ -96,11 +145,9 @@ export async function startNode(config: Config): Promise<RunningNode> {
   // A single node owns everything: what its store lacks, only the backup holds.
   const restoreAll = async (when: string) => {
     try {
-      for (const b of await listBackups(backupRedis)) {
-        await restoreBeforeServing(local, backupRedis, store, b.entity);
-      }
+      for (const b of await listBackups(backupRedis)) await restore(b.entity);
     } catch (err) {
-      console.error(`backup: ${when} restore skipped: ${err}`);
+      log.warn({ err }, `backup: ${when} restore skipped`);
     }
   };
   if (!cluster) {
@@ -108,11 +155,16 @@ export async function startNode(config: Config): Promise<RunningNode> {
     // The cluster watches its store itself (ClusterNode); a single node restores from the
     // backup when its store lost its data under it.
     guard = new StoreGuard({
+      log,
       store,
       downAfterMs: config.storeDownMs,
       onLost: async () => {
         if (await store.currentIdentity() === store.incarnation) return;
-        console.error(`the local store lost its data; restoring from the backup`);
+        logEvent(log, {
+          event: "store_lost",
+          previous: store.incarnation,
+          incarnation: "",
+        }, "the local store lost its data; restoring from the backup");
         await store.renew();
         await restoreAll("loss");
       },
@@ -123,18 +175,22 @@ export async function startNode(config: Config): Promise<RunningNode> {
   }
   await memory.start();
   const notifier = new Notifier();
+  const counters = metrics?.messageCounters();
   const queues = new QueueService(store, notifier, {
     serves: cluster ? (name) => cluster.ownership.isWritable({ type: "queue", name }) : undefined,
+    counters,
+    log,
   });
   const requests = new RequestService(store, notifier);
   queues.startSweeper(); // expiry and redelivery also for queues nobody is receiving from
-  const topics = new TopicService(store, notifier);
+  const topics = new TopicService(store, notifier, { counters });
+  metrics?.setSources(metricSources({ config, cluster, local, queues, topics, backup, memory }));
 
   if (await users.ensureAdmin(config.adminUsername, config.adminPassword)) {
     const generated = config.adminPasswordGenerated
       ? ` with the generated password '${config.adminPassword}' (development mode)`
       : "";
-    console.log(`created admin '${config.adminUsername}'${generated}`);
+    log.info(`created admin '${config.adminUsername}'${generated}`);
   }
 
   const streams = new StreamHub();
@@ -147,7 +203,13 @@ export async function startNode(config: Config): Promise<RunningNode> {
     topics,
     requests,
     router: cluster,
+    checker: cluster
+      ? clusterChecker({ cluster, local, backup: backupRedis, config })
+      : singleNodeChecker({ local, backup: backupRedis, config }),
     streams,
+    log,
+    metrics,
+    recoveryPoint: () => backup.progress().recoveryPoint,
     memory: () => memory.status(),
     readiness: async () => ({
       localRedis: await ping(local),
@@ -159,14 +221,14 @@ export async function startNode(config: Config): Promise<RunningNode> {
     store,
     async (request, principal) => await app.fetch(request, { forwarded: { principal } }),
     // A new owner restores from the backup first when the backup is newer than its copy.
-    { beforeServing: (e) => restoreBeforeServing(local, backupRedis, store, e).then(() => {}) },
+    { beforeServing: (e) => restore(e).then(() => {}) },
   );
   backup.start();
 
   const [hostname, port] = splitHostPort(config.httpListen);
   const server = Deno.serve({ hostname, port, onListen: () => {} }, app.fetch);
   const url = `http://${hostname}:${server.addr.port}`;
-  console.log(`momd node ${config.nodeId} serving ${url}`);
+  log.info({ version: VERSION, build: BUILD.commit }, `momd node ${config.nodeId} serving ${url}`);
 
   let drained: Promise<void> | undefined;
   const drain = () =>
@@ -182,7 +244,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
       await streamsDone;
       // 2. A last backup pass, then every owned entity handed to an in-sync replica, while
       //    requests other nodes forward here are still served.
-      await backup.flush().catch((err) => console.error(`backup: final pass failed: ${err}`));
+      await backup.flush().catch((err) => log.warn({ err }, "backup: final pass failed"));
       await backup.stop();
       await cluster?.handOverAll();
       // 3. Leave: the controller election and membership; forwarded requests finish.
@@ -194,6 +256,7 @@ export async function startNode(config: Config): Promise<RunningNode> {
     })();
   return {
     config,
+    log,
     url,
     drain,
     async stop() {
@@ -229,12 +292,21 @@ async function serve(args: string[]): Promise<void> {
     }
     throw err;
   }
-  const node = await startNode(config);
+  let node: RunningNode;
+  try {
+    node = await startNode(config);
+  } catch (err) {
+    if (err instanceof DataFormatError) {
+      console.error(`momd: ${err.message}`);
+      Deno.exit(2);
+    }
+    throw err;
+  }
   let stopping = false;
   const onSignal = () => {
     if (stopping) Deno.exit(1); // second signal: stop at once
     stopping = true;
-    console.log("momd: draining and stopping (signal again to stop at once)");
+    node.log.info("draining and stopping (signal again to stop at once)");
     const force = setTimeout(() => Deno.exit(1), 15_000);
     // The process ends right after the drain: inter-node HTTP/2 sessions are not closed one by
     // one (closing them sends GOAWAY frames, on which Deno's HTTP/2 can abort the process:
@@ -243,7 +315,7 @@ async function serve(args: string[]): Promise<void> {
       clearTimeout(force);
       Deno.exit(0);
     }, (err) => {
-      console.error(`momd: draining failed: ${err}`);
+      node.log.error({ err }, "draining failed");
       Deno.exit(1);
     });
   };

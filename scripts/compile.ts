@@ -21,11 +21,13 @@ export const BINARY_PERMISSIONS = [
   "--allow-sys",
 ];
 
-/** Folders read at run time (Lua scripts, .proto files): embedded when they exist. */
+/** Folders read at run time (Lua scripts, .proto files, the console): embedded when they exist. */
 export const RUNTIME_FILES = [
   "src/broker/scripts",
   "src/auth/scripts",
   "src/backup/scripts",
+  "src/api/console/assets",
+  "src/api/docs/assets",
   "proto",
 ];
 
@@ -35,6 +37,21 @@ function exists(path: string): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The checkout's commit (short, "-dirty" with uncommitted changes), or "unknown" without git. */
+async function commitOf(root: string): Promise<string> {
+  try {
+    const out = await new Deno.Command("git", {
+      args: ["describe", "--always", "--dirty", "--abbrev=12"],
+      cwd: root,
+      stderr: "null",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    return out.success && text ? text : "unknown";
+  } catch {
+    return "unknown";
   }
 }
 
@@ -53,8 +70,21 @@ async function main(args: string[]): Promise<number> {
     "main.ts",
   ];
   console.log(`deno ${compileArgs.join(" ")}`);
-  const status = await new Deno.Command(Deno.execPath(), { args: compileArgs, cwd: ROOT }).spawn()
-    .status;
+  // The binary names its build (src/version.ts): the commit and time, written for the compile
+  // and put back after it, so the checkout keeps saying "source".
+  const buildFile = `${ROOT}/src/build.json`;
+  const source = await Deno.readTextFile(buildFile);
+  await Deno.writeTextFile(
+    buildFile,
+    JSON.stringify({ commit: await commitOf(ROOT), builtAt: new Date().toISOString() }) + "\n",
+  );
+  let status: Deno.CommandStatus;
+  try {
+    status = await new Deno.Command(Deno.execPath(), { args: compileArgs, cwd: ROOT }).spawn()
+      .status;
+  } finally {
+    await Deno.writeTextFile(buildFile, source);
+  }
   if (!status.success && !Deno.env.get("DENORT_BIN")) {
     console.error(
       "\nIf the failure is the download of denort: this machine cannot reach Deno's download host." +

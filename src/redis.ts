@@ -1,4 +1,5 @@
 import { Redis } from "ioredis";
+import { DATA_FORMAT, VERSION } from "./version.ts";
 
 /**
  * Opens a Redis connection the way every part of a node wants it: commands fail fast while
@@ -6,7 +7,12 @@ import { Redis } from "ioredis";
  * background, a lost connection is logged once rather than on every retry, and commands issued
  * in the same turn of the event loop leave in one write (auto-pipelining).
  */
-export function connectRedis(url: string, name: string, opts: { lazy?: boolean } = {}): Redis {
+export function connectRedis(
+  url: string,
+  name: string,
+  opts: { lazy?: boolean; log?: (message: string) => void } = {},
+): Redis {
+  const log = opts.log ?? ((m: string) => console.error(m));
   const redis = new Redis(url, {
     connectionName: name,
     maxRetriesPerRequest: 2,
@@ -23,11 +29,49 @@ export function connectRedis(url: string, name: string, opts: { lazy?: boolean }
   redis.on("error", (err: Error) => {
     if (reported) return;
     reported = true;
-    console.error(`redis ${name}: ${err.message} (retrying in the background)`);
+    log(`redis ${name}: ${err.message} (retrying in the background)`);
   });
   redis.on("ready", () => {
-    if (reported) console.error(`redis ${name}: connected again`);
+    if (reported) log(`redis ${name}: connected again`);
     reported = false;
   });
   return redis;
+}
+
+/** A Redis holds momd data in a layout this build cannot read (a later DATA_FORMAT). */
+export class DataFormatError extends Error {
+  constructor(readonly store: string, readonly found: number) {
+    super(
+      `${store} holds momd data format ${found}; this build (momd ${VERSION}) reads format ` +
+        `${DATA_FORMAT} and earlier: run a momd that knows format ${found} ` +
+        `(docs/operations.md, "Upgrades")`,
+    );
+    this.name = "DataFormatError";
+  }
+}
+
+/** Throws DataFormatError when `found` is a format this build cannot read. */
+export function checkDataFormat(found: number, store: string): void {
+  if (!Number.isInteger(found) || found > DATA_FORMAT || found < 1) {
+    throw new DataFormatError(store, found);
+  }
+}
+
+const FORMAT_KEY = "momd:format";
+
+// Records the format in an empty Redis; returns the one it holds.
+const CLAIM_FORMAT_LUA = `
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`;
+
+/**
+ * Records this build's data format in a central Redis (users, backups) that has none, and throws
+ * DataFormatError when it holds a later one: the node then stops before reading anything.
+ */
+export async function claimDataFormat(redis: Redis, store: string): Promise<void> {
+  const found = await redis.eval(CLAIM_FORMAT_LUA, 1, FORMAT_KEY, String(DATA_FORMAT));
+  checkDataFormat(Number(found), store);
 }

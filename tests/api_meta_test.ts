@@ -120,3 +120,92 @@ Deno.test("api: a 5xx detail keeps its reason, not the internals it came with", 
   );
   assert.equal(publicDetail("too few in-sync copies (1 of 2)"), "too few in-sync copies (1 of 2)");
 });
+
+/** An operation object of an OpenAPI document, as parsed JSON. */
+// deno-lint-ignore no-explicit-any
+type Operation = any;
+
+/** Every operation of an OpenAPI document, as `METHOD path` with the operation object. */
+function operationsOf(
+  doc: { paths?: Record<string, Record<string, Operation>> },
+): [string, Operation][] {
+  const methods = ["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+  const out: [string, Operation][] = [];
+  for (const [path, item] of Object.entries(doc.paths ?? {})) {
+    for (const m of methods) if (item[m]) out.push([`${m.toUpperCase()} ${path}`, item[m]]);
+  }
+  return out;
+}
+
+/** Every `$ref` of a document with where it is, e.g. `paths./v1/users.post...`. */
+function refsOf(node: unknown, at = "#"): [string, string][] {
+  if (Array.isArray(node)) return node.flatMap((v, i) => refsOf(v, `${at}/${i}`));
+  if (node === null || typeof node !== "object") return [];
+  return Object.entries(node).flatMap(([k, v]) =>
+    k === "$ref" && typeof v === "string" ? [[at, v] as [string, string]] : refsOf(v, `${at}/${k}`)
+  );
+}
+
+/** Resolves a local JSON pointer (`#/components/schemas/Problem`); undefined when it names nothing. */
+function resolvePointer(doc: unknown, ref: string): unknown {
+  if (!ref.startsWith("#/")) return undefined;
+  let node: unknown = doc;
+  for (const raw of ref.slice(2).split("/")) {
+    const key = decodeURIComponent(raw).replaceAll("~1", "/").replaceAll("~0", "~");
+    if (node === null || typeof node !== "object" || !Object.hasOwn(node, key)) return undefined;
+    node = (node as Record<string, unknown>)[key];
+  }
+  return node;
+}
+
+Deno.test("api: every operation of both documents has a unique operationId, every $ref resolves", async () => {
+  const api = await startTestApi();
+  try {
+    const documents = {
+      momd: "/openapi.json",
+      compat: "/api/v1.0.0/MomServer/openapi.json",
+    };
+    const seen = new Map<string, string>();
+    for (const [name, path] of Object.entries(documents)) {
+      const res = await api.call("GET", path);
+      assert.equal(res.status, 200, `${name}: ${path}`);
+      const ops = operationsOf(res.body);
+      assert.ok(ops.length >= 10, `${name}: only ${ops.length} operations`);
+      for (const [where, op] of ops) {
+        const id = op.operationId;
+        assert.equal(typeof id, "string", `${name}: ${where} has no operationId`);
+        assert.match(id, /^[a-z][A-Za-z0-9]+$/, `${name}: ${where}: ${id}`);
+        // Unique across both documents: a client generated for both keeps every name.
+        assert.ok(!seen.has(id), `${name}: ${where} repeats ${id} of ${seen.get(id)}`);
+        seen.set(id, where);
+        if (name === "compat") assert.match(id, /^compat[A-Z]/, `${where}: ${id}`);
+      }
+      const refs = refsOf(res.body);
+      assert.ok(refs.length > 0, `${name}: no $ref at all`);
+      for (const [at, ref] of refs) {
+        assert.notEqual(resolvePointer(res.body, ref), undefined, `${name}: ${at} -> ${ref}`);
+      }
+    }
+    // The names a generated client is expected to have.
+    for (
+      const id of [
+        "issueToken",
+        "listQueues",
+        "createQueue",
+        "sendMessages",
+        "receiveMessages",
+        "ackMessages",
+        "publishMessages",
+        "receiveSubscriptionMessages",
+        "getClusterStatus",
+        "getServiceIndex",
+        "compatLogin",
+        "compatSend",
+      ]
+    ) {
+      assert.ok(seen.has(id), `no operation ${id}`);
+    }
+  } finally {
+    await api.close();
+  }
+});

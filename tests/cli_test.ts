@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { serveNode } from "./support/node.ts";
 import { commandPaths } from "../src/cli/mod.ts";
 import { cliUser } from "./support/cli.ts";
-import { renderClusterStatus } from "../src/cli/commands/cluster.ts";
+import { clusterProblems, renderClusterStatus } from "../src/cli/commands/cluster.ts";
+import type { ClusterStatus } from "../src/api/routing.ts";
 
 function jsonLines(text: string): Record<string, unknown>[] {
   return text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
@@ -338,7 +339,7 @@ Deno.test("cli: login, queues, send from stdin, receive --ack, JSON, exit codes 
       const res = await admin.run(["cluster", "status"]);
       assert.equal(res.code, 0, res.stderr);
       assert.match(res.stdout, /^single node '\S+' \(no cluster\)/);
-      assert.match(res.stdout, /\nNODE +ALIVE +CONTROLLER +OWNS/);
+      assert.match(res.stdout, /\nNODE +ALIVE +READY +CONTROLLER +OWNS/);
       assert.match(res.stdout, /\nqueue\/jobs +\S+ +- +- +0 +-\n/);
       const json = JSON.parse((await admin.run(["cluster", "status", "--json"])).stdout);
       assert.equal(json.mode, "single");
@@ -512,9 +513,11 @@ Deno.test("cli: users — create, list, passwd, delete", async () => {
 });
 
 Deno.test("cli: cluster status renders nodes and ownership as tables", () => {
-  const text = renderClusterStatus({
+  const status: ClusterStatus = {
     node: "n2",
+    version: "0.14.0",
     mode: "cluster",
+    backup: { recoveryPoint: null },
     controller: "n1",
     nodes: [
       {
@@ -525,6 +528,9 @@ Deno.test("cli: cluster status renders nodes and ownership as tables", () => {
         owned: 1,
         replicated: 1,
         startedAt: "2026-01-01T00:00:00.000Z",
+        version: "0.14.0",
+        ready: true,
+        recoveryPoint: "2026-01-01T00:00:05.000Z",
       },
       {
         id: "n2",
@@ -534,8 +540,22 @@ Deno.test("cli: cluster status renders nodes and ownership as tables", () => {
         owned: 1,
         replicated: 1,
         startedAt: "2026-01-01T00:00:01.000Z",
+        version: "0.14.0",
+        ready: false,
+        recoveryPoint: null,
       },
-      { id: "n3", http: null, grpc: null, alive: false, owned: 0, replicated: 0, startedAt: null },
+      {
+        id: "n3",
+        http: null,
+        grpc: null,
+        alive: false,
+        owned: 0,
+        replicated: 0,
+        startedAt: null,
+        version: null,
+        ready: null,
+        recoveryPoint: null,
+      },
     ],
     entities: [
       {
@@ -549,15 +569,32 @@ Deno.test("cli: cluster status renders nodes and ownership as tables", () => {
       },
       { type: "topic", name: "events", owner: "n2", replicas: [], epoch: 1, lag: {}, inSync: [] },
     ],
-  });
-  assert.match(text, /^cluster seen from 'n2': 2 of 3 nodes alive, controller n1\n/);
+  };
+  const text = renderClusterStatus(status);
   assert.match(
     text,
-    /NODE +ALIVE +CONTROLLER +OWNS +REPLICAS +HTTP +GRPC +STARTED\nn1 +yes +yes +1 +1 +127\.0\.0\.1:8081 +127\.0\.0\.1:9081 +2026-01-01T00:00:00Z\n/,
+    /^cluster seen from 'n2': 2 of 3 nodes alive, controller n1, backup recovery point -\n/,
   );
-  assert.match(text, /\nn3 +no +no +0 +0 +- +- +-\n/);
+  assert.match(
+    text,
+    /NODE +ALIVE +READY +CONTROLLER +OWNS +REPLICAS +VERSION +HTTP +GRPC +STARTED\nn1 +yes +yes +yes +1 +1 +0\.14\.0 +127\.0\.0\.1:8081 +127\.0\.0\.1:9081 +2026-01-01T00:00:00Z\n/,
+  );
+  assert.match(text, /\nn2 +yes +no +no +1 +1 +0\.14\.0 /);
+  assert.match(text, /\nn3 +no +- +no +0 +0 +- +- +- +-\n/);
   assert.match(
     text,
     /ENTITY +OWNER +REPLICAS +IN SYNC +EPOCH +LAG\nqueue\/jobs +n1 +n2,n3 +n2 +3 +n2:0 n3:\?\ntopic\/events +n2 +- +- +1 +-\n/,
   );
+  // What makes `cluster status` exit 5.
+  assert.deepEqual(clusterProblems(status), [
+    "node down: n3",
+    "not ready: n2",
+    "1 under-replicated (queue/jobs)",
+  ]);
+  const healthy: ClusterStatus = {
+    ...status,
+    nodes: status.nodes.slice(0, 1),
+    entities: [{ ...status.entities[0], replicas: ["n2"] }],
+  };
+  assert.deepEqual(clusterProblems(healthy), []);
 });

@@ -25,8 +25,15 @@ import { allowedMethods } from "./middleware/methods.ts";
 import { registerClusterRoutes } from "./routes/cluster.ts";
 import { routeToOwner } from "./middleware/owner_routing.ts";
 import type { EntityRouter } from "./routing.ts";
+import type { ConsistencyChecker } from "./schemas/check.ts";
 import { registerHealthRoutes } from "./routes/health.ts";
-import { registerDocsRoutes } from "./routes/docs.ts";
+import { registerMetricsRoute } from "./routes/metrics.ts";
+import { observe } from "./middleware/observe.ts";
+import { type Logger, silentLogger } from "../log/logger.ts";
+import type { Metrics } from "../metrics/metrics.ts";
+import { loadDocsAssets, registerDocsRoutes } from "./docs/mod.ts";
+import { registerRootRoute } from "./docs/root.ts";
+import { registerConsoleRoutes } from "./console/mod.ts";
 import { registerStreamChecks, registerStreamUpgrades, type StreamHub } from "./stream/mod.ts";
 
 /** Everything the HTTP API needs, passed in explicitly. */
@@ -55,6 +62,14 @@ export interface ApiDeps {
   memory?: () => MemoryStatus | undefined;
   /** The node's open WebSocket streams (closed when it drains); absent: the app's own. */
   streams?: StreamHub;
+  /** The consistency check of GET /v1/cluster/check (absent: that route answers 503). */
+  checker?: ConsistencyChecker;
+  /** The node's log (absent: nothing is logged). */
+  log?: Logger;
+  /** The node's metrics, served at /metrics (absent: no /metrics). */
+  metrics?: Metrics;
+  /** The node's backup recovery point (ms since the epoch; null: none yet). */
+  recoveryPoint?: () => number | null;
 }
 
 /** The momd REST API as a Hono app (call `app.fetch` or `app.request` in tests). */
@@ -64,6 +79,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.onError(toProblem);
   app.notFound((c) => problem(c, 404, `no route for ${c.req.method} ${c.req.path}`));
 
+  app.use("*", observe({ log: deps.log ?? silentLogger(), metrics: deps.metrics }));
   app.use("*", allowedMethods((path) => path.startsWith(COMPAT_BASE_PATH)));
   app.use("*", clientIp(deps.config.trustedProxies));
   const tooLarge = (c: Context) =>
@@ -82,9 +98,14 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   });
 
   registerHealthRoutes(app, deps);
-  registerDocsRoutes(app);
+  if (deps.metrics) registerMetricsRoute(app, deps.metrics);
+  // Swagger UI's files, read once and shared by momd's docs page and the compatibility API's.
+  const docsAssets = loadDocsAssets();
+  registerRootRoute(app, { compatBasePath: COMPAT_BASE_PATH });
+  registerDocsRoutes(app, { assets: docsAssets });
+  registerConsoleRoutes(app);
   // The earlier MOM server's API: its own small app (FastAPI-shaped errors, own auth and docs).
-  registerCompatRoutes(app, deps);
+  registerCompatRoutes(app, deps, { docsAssets });
 
   // Stream upgrades check themselves through the middlewares below, then stay on this node.
   registerStreamUpgrades(app, deps);
@@ -95,7 +116,7 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
   app.use("/v1/*", (c, next) => open(c) ? next() : auth(c, next));
   app.use("/v1/*", (c, next) => open(c) ? next() : limited(c, next));
   if (deps.router) {
-    const routing = routeToOwner(deps.router);
+    const routing = routeToOwner(deps.router, deps.metrics);
     app.use("/v1/*", (c, next) => open(c) ? next() : routing(c, next));
   }
 
@@ -131,6 +152,8 @@ export function createApp(deps: ApiDeps): OpenAPIHono<AppEnv> {
     type: "http",
     scheme: "bearer",
     bearerFormat: "JWT",
+    description: "A token from POST /v1/auth/token (username and password); it expires at its " +
+      "`expiresAt`. On /docs, a successful try-it-out of that call fills this in.",
   });
   return app;
 }

@@ -6,6 +6,12 @@ export interface AppEnv {
   Variables: {
     principal: Principal;
     clientIp: string;
+    /** The request's id (X-Request-Id). */
+    reqId: string;
+    /** The owner this node forwarded the request to, when it did. */
+    forwardedTo?: string;
+    /** What went wrong inside, for the access log (never in the answer). */
+    failure?: unknown;
   };
 }
 

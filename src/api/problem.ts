@@ -128,7 +128,7 @@ export function toProblem(err: unknown, c: Context): Response {
     if (status === 503 || status === 504 || status === 507) {
       headers["retry-after"] = String(err.retryAfterSeconds ?? 1);
       detail = publicDetail(detail);
-      if (detail !== err.detail) console.warn(`${status} ${err.code}: ${err.detail}`);
+      if (detail !== err.detail) c.set("failure", err.detail);
     }
     return problem(c, status, detail, { code: err.code }, headers);
   }
@@ -153,6 +153,6 @@ export function toProblem(err: unknown, c: Context): Response {
       code: "invalid",
     });
   }
-  console.error("unhandled error", err);
+  c.set("failure", err); // logged with the request (middleware/observe.ts)
   return problem(c, 500, "internal error");
 }

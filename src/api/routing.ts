@@ -27,6 +27,15 @@ export interface NodeStatus {
   owned: number;
   replicated: number;
   startedAt: string | null;
+  /** The momd version it runs (null: unknown, e.g. a node that is down). */
+  version: string | null;
+  /** What its /readyz says (null: not asked, or it did not answer). */
+  ready: boolean | null;
+  /**
+   * Its backup recovery point: the start of its last backup pass that saved every entity it
+   * owns (null: none yet, or not asked).
+   */
+  recoveryPoint: string | null;
 }
 
 /** One entity as `GET /v1/cluster` shows it. */
@@ -44,10 +53,14 @@ export interface EntityStatus {
 /** The cluster as one node sees it. */
 export interface ClusterStatus {
   node: string;
+  /** The version of the node that answers. */
+  version: string;
   mode: "single" | "cluster";
   controller: string | null;
   nodes: NodeStatus[];
   entities: EntityStatus[];
+  /** The cluster's backup recovery point: the oldest of the live nodes' (null: unknown). */
+  backup: { recoveryPoint: string | null };
 }
 
 /**
@@ -97,4 +110,23 @@ export interface EntityRouter {
    * admin).
    */
   status(opts?: { localOnly?: boolean; caller?: Principal }): Promise<ClusterStatus>;
+  /**
+   * Forgets a node that left for good (it then no longer shows as down); false when unknown.
+   * Refuses (conflict) a live node.
+   */
+  forgetNode(id: string): Promise<boolean>;
+  /** How well this node's part of the cluster is replicated (for /readyz and metrics). */
+  replicationHealth(): ReplicationHealth;
+}
+
+/** This node's share of replication, as /readyz reports it. */
+export interface ReplicationHealth {
+  /** Entities this node owns. */
+  owned: number;
+  /** Owned entities (`type/name`) with a live replica outside their in-sync set. */
+  underReplicated: string[];
+  /** Replica places of owned entities on nodes that are down. */
+  replicasDown: number;
+  /** Entities this node replicates but is not in sync with yet (after a restart or a resync). */
+  catchingUp: string[];
 }

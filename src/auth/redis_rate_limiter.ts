@@ -8,12 +8,15 @@ import {
   unlimitedDecision,
 } from "./rate_limit.ts";
 import { loadAuthScripts, runAuthScript } from "./scripts.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** Length of the failed-login windows. */
 export const LOGIN_WINDOW_MS = 60_000;
 
 /** Options of a RedisRateLimiter. */
 export interface RedisRateLimiterOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   /** The limit of users without their own (null: not limited). */
   defaultLimit: RateLimit;
   /** The longest a call over the rate is held before it is served; beyond it, 429 (0: never). */
@@ -129,6 +132,7 @@ function parseLimit(tokens: string, rps: string, burst: string): [RateLimit, num
  * reset earlier failures: they age out on their own, so a correct login buys an attacker nothing.
  */
 export class RedisRateLimiter implements RateLimiter {
+  readonly #log: Logger;
   readonly #redis: Redis;
   readonly #default: RateLimit;
   readonly #maxDelayMs: number;
@@ -147,6 +151,7 @@ export class RedisRateLimiter implements RateLimiter {
   #scriptLoaded = false;
 
   constructor(redis: Redis, opts: RedisRateLimiterOptions) {
+    this.#log = opts.log ?? fallbackLogger();
     this.#redis = redis;
     this.#default = opts.defaultLimit;
     this.#maxDelayMs = opts.maxDelayMs ?? 0;
@@ -335,9 +340,11 @@ export class RedisRateLimiter implements RateLimiter {
     });
     if (failure && !this.#failing) {
       const message = failure instanceof Error ? failure.message : String(failure);
-      console.warn(`rate limiter: cannot sync with the users Redis (${message}); counting locally`);
+      this.#log.warn(
+        `rate limiter: cannot sync with the users Redis (${message}); counting locally`,
+      );
     } else if (!failure && this.#failing) {
-      console.warn("rate limiter: syncing with the users Redis again");
+      this.#log.warn("rate limiter: syncing with the users Redis again");
     }
     this.#failing = failure !== undefined;
   }

@@ -126,7 +126,10 @@ export interface RestoreBeforeServingOptions {
   patienceMs?: number;
   /** Pause between attempts (default 250 ms). */
   retryMs?: number;
+  /** Where failures go (default console.error), and restores when `onRestored` is absent. */
   log?: (message: string) => void;
+  /** Told of a restore that happened. */
+  onRestored?: (result: RestoreResult) => void;
 }
 
 /**
@@ -147,7 +150,9 @@ export async function restoreBeforeServing(
   for (let attempt = 1;; attempt++) {
     try {
       const result = await restoreIfNewer(local, backup, applier, entity);
-      if (result.action === "restored") {
+      if (result.action === "restored" && opts.onRestored) {
+        opts.onRestored(result);
+      } else if (result.action === "restored") {
         const b = result.backup!;
         log(
           `backup: restored ${label} (epoch ${b.epoch}, seq ${b.seq}, ${result.replayed} log ` +

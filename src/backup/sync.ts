@@ -174,6 +174,8 @@ export class BackupSync {
   #timer?: ReturnType<typeof setTimeout>;
   #running = false;
   #stats: BackupStats = { ...emptyPass(), passes: 0, deleted: 0 };
+  /** When the last pass that backed up every owned entity started (the recovery point). */
+  #recoveryPoint: number | null = null;
 
   constructor(opts: BackupSyncOptions) {
     this.#local = opts.local;
@@ -194,6 +196,21 @@ export class BackupSync {
   /** Totals since the loop was built (passes, written, unchanged, fenced, deleted, ...). */
   get stats(): BackupStats {
     return { ...this.#stats };
+  }
+
+  /**
+   * How far the backup trails this node: the recovery point (the start of the last pass that
+   * left every owned entity backed up; what a restore would bring back is at least that recent)
+   * and the store records not in the backup yet.
+   */
+  progress(): { recoveryPoint: number | null; pendingRecords: number; pendingEntities: number } {
+    let pendingRecords = 0;
+    for (const records of this.#pending.values()) pendingRecords += records.length;
+    return {
+      recoveryPoint: this.#recoveryPoint,
+      pendingRecords,
+      pendingEntities: this.#pending.size,
+    };
   }
 
   /** The version this node last wrote (or found current) for the entity, if any. */
@@ -322,6 +339,7 @@ export class BackupSync {
   }
 
   async #pass(): Promise<PassResult> {
+    const startedAt = this.#now();
     const result = emptyPass();
     for (const { entity, epoch } of [...this.#pendingDrops.values()]) {
       await this.#drop(entity, epoch).catch(() => {}); // still unreachable: next pass
@@ -363,6 +381,7 @@ export class BackupSync {
       this.#log(`backup: ${errors[0]}${more}`);
     }
     this.#stats.passes++;
+    if (result.failed === 0 && this.#pendingDrops.size === 0) this.#recoveryPoint = startedAt;
     for (const f of Object.keys(result) as (keyof PassResult)[]) this.#stats[f] += result[f];
     return result;
   }

@@ -1,4 +1,12 @@
 import type { Store } from "./store.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
+import {
+  countDeliveries,
+  countSettled,
+  type MessageCounters,
+  type MessageEvent,
+  NO_COUNTERS,
+} from "./events.ts";
 import type { Notifier } from "./notifier.ts";
 import { type EntityRef, registryKey } from "./keys.ts";
 import { BrokerError } from "./errors.ts";
@@ -194,6 +202,10 @@ export interface ReceiveOptions {
 export interface QueueServiceOptions {
   /** Whether this node serves the queue now (the background sweeper skips others). */
   serves?: (name: string) => boolean;
+  /** Where message events are counted (metrics). */
+  counters?: MessageCounters;
+  /** Where the sweeper's failures go (default: standard error). */
+  log?: Logger;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +307,8 @@ function decodeMessage(raw: string): StoredMessage {
 export class QueueService {
   readonly #ids = new IdMaker();
   readonly #serves: (name: string) => boolean;
+  readonly #counters: MessageCounters;
+  readonly #log: Logger;
   #sweeper: ReturnType<typeof setInterval> | undefined;
 
   constructor(
@@ -303,6 +317,8 @@ export class QueueService {
     opts: QueueServiceOptions = {},
   ) {
     this.#serves = opts.serves ?? (() => true);
+    this.#counters = opts.counters ?? NO_COUNTERS;
+    this.#log = opts.log ?? fallbackLogger();
   }
 
   #ref(name: string): EntityRef {
@@ -460,7 +476,10 @@ export class QueueService {
       args,
     );
     this.notifier.notify(this.#wakeKey(name));
-    return list(res).map(([id, duplicate]) => ({ id, duplicate }));
+    const results = list(res).map(([id, duplicate]) => ({ id, duplicate }));
+    const sent = results.filter((r) => !r.duplicate).length;
+    if (sent > 0) this.#counters.queue(name, "sent", sent);
+    return results;
   }
 
   async #receiveOnce(
@@ -509,6 +528,7 @@ export class QueueService {
       this.#wakeKey(name),
       async () => {
         const res = await this.#receiveOnce(caller, name, max, opts.visibilitySeconds);
+        countDeliveries(res.messages, (event, n) => this.#counters.queue(name, event, n));
         return { value: res.messages, ready: res.messages.length > 0, dueAt: res.next };
       },
       {
@@ -542,7 +562,12 @@ export class QueueService {
       "",
       ...this.#receiptArgs(receipts),
     ]);
-    return this.#results(receipts, res);
+    return this.#counted(name, "acked", this.#results(receipts, res));
+  }
+
+  #counted(name: string, event: MessageEvent, results: ReceiptResult[]): ReceiptResult[] {
+    countSettled(results, event, (e, n) => this.#counters.queue(name, e, n));
+    return results;
   }
 
   /** Releases deliveries now (front of ready) or after a delay; counts toward max deliveries. */
@@ -560,7 +585,7 @@ export class QueueService {
       ...this.#receiptArgs(receipts),
     ]);
     this.notifier.notify(this.#wakeKey(name));
-    return this.#results(receipts, res);
+    return this.#counted(name, "nacked", this.#results(receipts, res));
   }
 
   /** Moves the deadline of current attempts to now + visibilitySeconds (0: release now). */
@@ -667,7 +692,7 @@ export class QueueService {
           // A queue that cannot take changes now (moving, too few in-sync copies) is swept next
           // time; one queue's trouble does not stop the others'.
           if (!(err instanceof BrokerError && PASSING.has(err.code))) {
-            console.error(`queue sweep of '${name}' failed`, err);
+            this.#log.warn({ err }, `queue sweep of '${name}' failed`);
           }
         }
       }
@@ -683,7 +708,7 @@ export class QueueService {
     this.#sweeper = setInterval(() => {
       if (running) return;
       running = true;
-      this.sweepAll().catch((err) => console.error("queue sweep failed", err)).finally(() => {
+      this.sweepAll().catch((err) => this.#log.warn({ err }, "queue sweep failed")).finally(() => {
         running = false;
       });
     }, intervalMs);

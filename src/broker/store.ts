@@ -9,6 +9,8 @@ import {
 } from "./scripts.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { BrokerError, fromScriptError, isConnectionError } from "./errors.ts";
+import { checkDataFormat } from "../redis.ts";
+import { DATA_FORMAT } from "../version.ts";
 
 /** Every Lua script of the broker; each file is `src/broker/scripts/<name>.lua`. */
 export const SCRIPT_NAMES = [
@@ -185,12 +187,19 @@ export interface StoreOptions {
   groupCommit?: boolean;
 }
 
-// Gives an empty Redis its identity; returns the identity it has. ARGV: a new id, the time.
+// Gives an empty Redis its identity and data format; returns the identity and format it has (an
+// identity from before formats were recorded is format 1). ARGV: a new id, the time, the format.
 const IDENTIFY_LUA = `
-local id = redis.call('HGET', KEYS[1], 'id')
-if id then return id end
-redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2])
-return ARGV[1]
+local v = redis.call('HMGET', KEYS[1], 'id', 'format')
+if v[1] then
+  if not v[2] then
+    redis.call('HSET', KEYS[1], 'format', '1')
+    return { v[1], '1' }
+  end
+  return v
+end
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], 'format', ARGV[3])
+return { ARGV[1], ARGV[3] }
 `;
 
 // Writes the time into the identity and returns the id ('' without an identity). ARGV: the time.
@@ -202,10 +211,20 @@ return redis.call('HGET', KEYS[1], 'id')
 
 /**
  * The identity of the store in `redis` (STORE_KEY), given to it now if it has none: a new Redis
- * becomes a store. Returns the incarnation.
+ * becomes a store. Returns the incarnation. Throws DataFormatError, having changed nothing, when
+ * the store holds a data format this build cannot read.
  */
 export async function identifyStore(redis: Redis, now = Date.now()): Promise<string> {
-  return String(await redis.eval(IDENTIFY_LUA, 1, STORE_KEY, crypto.randomUUID(), String(now)));
+  const [id, format] = await redis.eval(
+    IDENTIFY_LUA,
+    1,
+    STORE_KEY,
+    crypto.randomUUID(),
+    String(now),
+    String(DATA_FORMAT),
+  ) as [string, string];
+  checkDataFormat(Number(format), "MOMD_LOCAL_REDIS_URL (the local store)");
+  return String(id);
 }
 
 /**
@@ -291,7 +310,15 @@ export class Store {
    */
   async renew(): Promise<string> {
     const id = crypto.randomUUID();
-    await this.#redis.hset(STORE_KEY, "id", id, "createdAt", String(this.now()));
+    await this.#redis.hset(
+      STORE_KEY,
+      "id",
+      id,
+      "createdAt",
+      String(this.now()),
+      "format",
+      String(DATA_FORMAT),
+    );
     this.#incarnation = id;
     return id;
   }

@@ -12,9 +12,12 @@
  * The node's reactions (giving up what it owns, taking a new identity) run one at a time.
  */
 import type { Store } from "./store.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** Options of a StoreGuard. */
 export interface StoreGuardOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   store: Store;
   /** How often the store is probed (default 250 ms). */
   intervalMs?: number;
@@ -30,6 +33,7 @@ export interface StoreGuardOptions {
 
 /** See the module comment. */
 export class StoreGuard {
+  readonly #log: Logger;
   readonly #o: Required<StoreGuardOptions>;
   #timer?: ReturnType<typeof setInterval>;
   /** When probes started failing; undefined while they succeed. */
@@ -40,7 +44,8 @@ export class StoreGuard {
   #lostReported = false;
 
   constructor(opts: StoreGuardOptions) {
-    this.#o = { intervalMs: 250, ...opts };
+    this.#log = opts.log ?? fallbackLogger();
+    this.#o = { intervalMs: 250, log: this.#log, ...opts };
   }
 
   /** Whether the store counts as down now. */
@@ -71,7 +76,7 @@ export class StoreGuard {
 
   #run(job: () => Promise<void>): Promise<void> {
     const run = (this.#busy ?? Promise.resolve()).then(job)
-      .catch((err) => console.error(`store guard: ${err}`))
+      .catch((err) => this.#log.error({ err }, `store guard`))
       .finally(() => {
         if (this.#busy === run) this.#busy = undefined;
       });
@@ -88,7 +93,7 @@ export class StoreGuard {
       this.#failingSince ??= Date.now();
       if (!this.#down && Date.now() - this.#failingSince >= this.#o.downAfterMs) {
         this.#down = true;
-        console.error(
+        this.#log.error(
           `store guard: the local store has not taken a write for ` +
             `${Date.now() - this.#failingSince} ms`,
         );
@@ -101,7 +106,7 @@ export class StoreGuard {
     this.#failingSince = undefined;
     this.#down = false;
     if (identity !== store.incarnation) {
-      console.error(
+      this.#log.error(
         `store guard: the local store lost its data (identity ${identity || "missing"}, ` +
           `expected ${store.incarnation})`,
       );

@@ -1,4 +1,11 @@
 import type { Store } from "./store.ts";
+import {
+  countDeliveries,
+  countSettled,
+  type MessageCounters,
+  type MessageEvent,
+  NO_COUNTERS,
+} from "./events.ts";
 import type { Notifier } from "./notifier.ts";
 import type { EntityRef } from "./keys.ts";
 import { BrokerError } from "./errors.ts";
@@ -229,7 +236,10 @@ export type TopicConfigPatch = Partial<Omit<TopicConfig, "access">> & {
 };
 
 /** Options of a TopicService (none yet; reserved for the cluster). */
-export type TopicServiceOptions = Record<string, never>;
+export interface TopicServiceOptions {
+  /** Where message events are counted (metrics). */
+  counters?: MessageCounters;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Encodings shared with the Lua scripts (see includes/topic_common.lua)
@@ -389,11 +399,15 @@ function encodeAttributes(attrs: Record<string, string> | undefined): string {
  * in the Lua scripts.
  */
 export class TopicService {
+  readonly #counters: MessageCounters;
+
   constructor(
     readonly store: Store,
     readonly notifier: Notifier,
-    _opts: TopicServiceOptions = {},
-  ) {}
+    opts: TopicServiceOptions = {},
+  ) {
+    this.#counters = opts.counters ?? NO_COUNTERS;
+  }
 
   #ref(name: string): EntityRef {
     return { type: "topic", name };
@@ -500,6 +514,7 @@ export class TopicService {
     }>(this.#ref(name), "topic_publish", args);
     this.notifier.notify(this.wakeKey(name));
     const publishedAt = iso(res.publishedAt);
+    this.#counters.published(name, messages.length);
     return list(res.messages).map((m) => ({ offset: m.offset, id: m.id, publishedAt }));
   }
 
@@ -624,6 +639,7 @@ export class TopicService {
           opts.visibilitySeconds,
           opts.excludeOwn,
         );
+        countDeliveries(res.messages, (e, n) => this.#counters.subscription(name, sub, e, n));
         return {
           value: res.messages,
           ready: res.messages.length > 0,
@@ -667,7 +683,12 @@ export class TopicService {
       ...this.#args(caller, sub),
       ...this.#receiptArgs(receipts),
     ]);
-    return this.#results(receipts, res);
+    return this.#counted(name, sub, "acked", this.#results(receipts, res));
+  }
+
+  #counted(name: string, sub: string, event: MessageEvent, results: ReceiptResult[]) {
+    countSettled(results, event, (e, n) => this.#counters.subscription(name, sub, e, n));
+    return results;
   }
 
   /** Releases deliveries now or after a delay; the attempt counts toward max deliveries. */
@@ -684,7 +705,7 @@ export class TopicService {
       ...this.#receiptArgs(receipts),
     ]);
     this.notifier.notify(this.wakeKey(name));
-    return this.#results(receipts, res);
+    return this.#counted(name, sub, "nacked", this.#results(receipts, res));
   }
 
   /** Moves the deadline of current attempts to now + visibilitySeconds (0: release now). */

@@ -15,6 +15,11 @@ export const EXIT = {
   refused: 3,
   /** The server could not be reached, or failed (5xx, 503 unavailable). */
   unavailable: 4,
+  /**
+   * The server answered, and what it says is unhealthy: a node down or entities
+   * under-replicated (`cluster status`), or inconsistencies found (`check`).
+   */
+  degraded: 5,
 } as const;
 
 /**

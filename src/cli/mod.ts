@@ -9,11 +9,13 @@ import { MomdConnectionError, MomdError } from "../client/mod.ts";
 import { parse, UsageError } from "./args.ts";
 import { CliExit, type Command, EXIT, type Group, makeContext, tokenSource } from "./context.ts";
 import { type CliIo, denoIo } from "./io.ts";
+import { versionLine } from "../version.ts";
 import { login, logout, whoami } from "./commands/auth.ts";
 import { queueGroup } from "./commands/queue.ts";
 import { topicGroup } from "./commands/topic.ts";
 import { userGroup } from "./commands/user.ts";
 import { clusterGroup } from "./commands/cluster.ts";
+import { check } from "./commands/check.ts";
 
 export type { CliIo } from "./io.ts";
 export { EXIT } from "./context.ts";
@@ -26,6 +28,7 @@ const ENTRIES: (Command | Group)[] = [
   topicGroup,
   userGroup,
   clusterGroup,
+  check,
 ];
 
 function isGroup(e: Command | Group): e is Group {
@@ -36,7 +39,8 @@ const GLOBAL_HELP = `Global options (every command):
   --url URL    server URL (default: MOMD_URL, then the URL saved by 'momd login')
   --json       JSON output instead of tables; commands that stream (send, publish,
                receive) print one JSON object per line
-  -h, --help   help of any command or group`;
+  -h, --help   help of any command or group
+  --version    print the version, build and data format of this momd`;
 
 const EXIT_HELP = `Exit codes:
   0  success
@@ -44,7 +48,9 @@ const EXIT_HELP = `Exit codes:
   2  usage error: unknown command or option, bad value, missing input
   3  the server refused the request (4xx: not logged in, token expired, forbidden,
      not found, conflict, too large, rate limited)
-  4  the server is unreachable, or failed (5xx, 503 unavailable)`;
+  4  the server is unreachable, or failed (5xx, 503 unavailable)
+  5  the cluster is degraded: a node down or entities under-replicated
+     (cluster status), or the consistency check found problems (check)`;
 
 function pad(names: string[]): (s: string) => string {
   const w = Math.max(...names.map((n) => n.length)) + 2;
@@ -206,6 +212,10 @@ export async function runCli(args: string[], io: Partial<CliIo> = {}): Promise<n
       const rest = [...args];
       rest.splice(args.indexOf("help"), 1);
       return await runCli([...rest, "--help"], io);
+    }
+    if (!first && args.includes("--version")) {
+      await full.stdout(`${versionLine()}\n`);
+      return EXIT.ok;
     }
     if (!first) {
       if (wantsHelp || args.length === 0) {

@@ -1,6 +1,8 @@
 /**
  * Receiving from the command line: once, or `--follow` until Ctrl-C (over a stream when the
- * server has one, else by long polls), acknowledging what was printed or not.
+ * server has one, else by long polls), acknowledging what was printed or not, with a progress
+ * line on a terminal for long receives. Also settling deliveries later by their receipts (ack,
+ * nack, visibility), given as arguments or read from standard input.
  */
 import {
   MomdStreamUnsupportedError,
@@ -8,8 +10,10 @@ import {
   type StreamConsumerOptions,
 } from "../client/mod.ts";
 import { int, seconds, UsageError } from "./args.ts";
-import type { Ctx } from "./context.ts";
-import { oneLine, table } from "./output.ts";
+import { type Ctx, EXIT } from "./context.ts";
+import { lineBatches } from "./lines.ts";
+import { duration, oneLine, table } from "./output.ts";
+import { Progress } from "./progress.ts";
 
 /** How to receive from one target and show what came. */
 export interface ReceivePlan<M extends { receipt: string }> {
@@ -25,6 +29,9 @@ export interface ReceivePlan<M extends { receipt: string }> {
   row(m: M): (string | number | null)[];
   body(m: M): string;
 }
+
+/** Longest visibility timeout (the server's limit, queues and topics alike). */
+export const VISIBILITY_MAX = 43_200;
 
 /** Options shared by `queue receive` and `topic receive`. */
 export const RECEIVE_OPTIONS = {
@@ -51,6 +58,9 @@ export const RECEIVE_HELP =
   -f, --follow       print messages as they come until Ctrl-C: over a stream (the server
                      pushes them) when the server has one, else by long polls`;
 
+/** More messages than one request brings make a receive long enough for a progress line. */
+const PROGRESS_AFTER = 100;
+
 /** Runs a receive command. */
 export async function receiveCommand<M extends { receipt: string }>(
   ctx: Ctx,
@@ -64,19 +74,27 @@ export async function receiveCommand<M extends { receipt: string }>(
   const ack = follow ? ctx.values["no-ack"] !== true : ctx.values.ack === true;
   const max = int(ctx.values, "max", { min: 1 }) ?? (follow ? Infinity : 1);
   const waitSeconds = seconds(ctx.values, "wait", 20) ?? (follow ? 20 : 0);
-  const visibilitySeconds = int(ctx.values, "visibility", { min: 1, max: 43_200 });
+  const visibilitySeconds = int(ctx.values, "visibility", { min: 1, max: VISIBILITY_MAX });
   const signal = follow ? ctx.io.interrupted() : undefined;
   // The body comes last and whole (control characters escaped), so nothing is cut off.
   const headers = [...plan.headers, ...(ack ? [] : ["RECEIPT"]), "BODY"];
   const row = (
     m: M,
   ) => [...plan.row(m), ...(ack ? [] : [m.receipt]), oneLine(plan.body(m), Infinity)];
+  // Only a person watching a terminal wants it: never in JSON or into a pipe or a file.
+  const progress = new Progress((t) => ctx.err(t), {
+    enabled: ctx.io.stderrIsTerminal && !ctx.json && (follow || max > PROGRESS_AFTER),
+    verb: "received",
+    total: Number.isFinite(max) ? max : undefined,
+  });
 
   let received = 0;
   let stale = 0;
   const shown: M[] = [];
   let headerShown = false;
   const print = async (batch: M[]) => {
+    // The progress line steps aside for the messages and comes back under them.
+    await progress.clear();
     if (ctx.json) {
       for (const m of batch) await ctx.printJsonLine(m);
     } else {
@@ -93,39 +111,52 @@ export async function receiveCommand<M extends { receipt: string }>(
         "those messages will be delivered again\n",
     );
   };
-  if (follow && plan.stream) {
-    const streamed = await followStream(ctx, plan, {
-      max,
-      ack,
-      visibilitySeconds,
-      signal: signal!,
-      print,
-      onStale: () => stale++,
-    });
-    if (streamed) return await warnStale();
-  }
-  while (received < max && !signal?.aborted) {
-    let batch: M[];
-    try {
-      batch = await plan.receive({
-        max: Math.min(100, max - received),
-        waitSeconds,
+  try {
+    if (follow && plan.stream) {
+      const streamed = await followStream(ctx, plan, {
+        max,
+        ack,
         visibilitySeconds,
-        signal,
+        signal: signal!,
+        async print(batch) {
+          await print(batch);
+          received += batch.length;
+          await progress.update(received, received, true);
+        },
+        onStale: () => stale++,
       });
-    } catch (err) {
-      if (signal?.aborted) break;
-      throw err;
+      if (streamed) {
+        await progress.finish();
+        return await warnStale();
+      }
     }
-    if (batch.length === 0) {
-      if (follow) continue;
-      break;
+    while (received < max && !signal?.aborted) {
+      let batch: M[];
+      try {
+        batch = await plan.receive({
+          max: Math.min(100, max - received),
+          waitSeconds,
+          visibilitySeconds,
+          signal,
+        });
+      } catch (err) {
+        if (signal?.aborted) break;
+        throw err;
+      }
+      if (batch.length === 0) {
+        if (follow) continue;
+        break;
+      }
+      received += batch.length;
+      if (ctx.json || follow) await print(batch);
+      else shown.push(...batch);
+      await progress.update(received, received, ctx.json || follow);
+      if (ack) stale += (await plan.ack(batch)).filter((r) => !r.ok).length;
+      if (!follow && batch.length < Math.min(100, max - received + batch.length)) break;
     }
-    received += batch.length;
-    if (ctx.json || follow) await print(batch);
-    else shown.push(...batch);
-    if (ack) stale += (await plan.ack(batch)).filter((r) => !r.ok).length;
-    if (!follow && batch.length < Math.min(100, max - received + batch.length)) break;
+    if (received > 0) await progress.update(received, received, true);
+  } finally {
+    await progress.finish();
   }
   if (!ctx.json && !follow) {
     if (shown.length) await ctx.out(table(headers, shown.map(row)));
@@ -214,4 +245,151 @@ async function followStream<M extends { receipt: string }>(
 /** A message body for a table cell of a listing (cut at 60 characters). */
 export function bodyCell(body: string): string {
   return oneLine(body, 60);
+}
+
+/** What a receipt looks like (base64url): anything else is refused before a request. */
+const RECEIPT_PATTERN = /^[A-Za-z0-9_-]{1,200}$/;
+
+/** Most receipts in one ack, nack or visibility request (the server's limit). */
+const RECEIPTS_PER_REQUEST = 100;
+
+/** The help text of where receipts come from and what the commands settling them print. */
+export const RECEIPTS_HELP =
+  `Receipts come from the arguments or, without any, from standard input, one a line: a
+receipt, or a JSON line with a "receipt" field as 'receive --json' prints them. More than
+100 go as several requests of 100.
+
+With --json, the API's answer: {"results": [{"receipt", "ok", "error"}]}. A receipt that is not
+the current delivery of a message (settled already, past its visibility deadline, an earlier
+attempt's) is refused as stale: it is listed on standard error, and the exit code is 3.`;
+
+/**
+ * The receipts of an ack, nack or visibility change: the arguments, or else those piped to
+ * standard input, one a line (a receipt, or a JSON object with a `receipt`, as `receive --json`
+ * prints deliveries; blank lines skipped). Anything else is a usage error naming it, before
+ * anything is sent.
+ */
+export async function receiptsFrom(
+  ctx: Ctx,
+  args: string[],
+  helpFor: string,
+): Promise<string[]> {
+  const missing = "missing RECEIPT: give receipts as arguments or one a line on standard input";
+  if (args.length > 0) {
+    for (const r of args) {
+      if (!RECEIPT_PATTERN.test(r)) {
+        throw new UsageError(`not a receipt: '${oneLine(r, 60)}'`, helpFor);
+      }
+    }
+    return args;
+  }
+  if (ctx.io.stdinIsTerminal) throw new UsageError(missing, helpFor);
+  const receipts: string[] = [];
+  for await (const batch of lineBatches(ctx.io.stdin(), RECEIPTS_PER_REQUEST)) {
+    for (const [i, line] of batch.lines.entries()) {
+      receipts.push(receiptOfLine(line.trim(), batch.numbers[i], helpFor));
+    }
+  }
+  if (receipts.length === 0) throw new UsageError(missing, helpFor);
+  return receipts;
+}
+
+/** The receipt of one input line: the line itself, or the `receipt` of a JSON line. */
+function receiptOfLine(line: string, number: number, helpFor: string): string {
+  let receipt: unknown = line;
+  if (line.startsWith("{") || line.startsWith('"')) {
+    try {
+      const value = JSON.parse(line);
+      receipt = typeof value === "string" ? value : value?.receipt;
+    } catch {
+      receipt = undefined;
+    }
+  }
+  if (typeof receipt !== "string" || !RECEIPT_PATTERN.test(receipt)) {
+    throw new UsageError(
+      `standard input line ${number} is neither a receipt nor a JSON object with a "receipt": ` +
+        `'${oneLine(line, 60)}'`,
+      helpFor,
+    );
+  }
+  return receipt;
+}
+
+/** The outcome of one receipt (`error: "stale_receipt"` when refused). */
+export interface ReceiptOutcome {
+  receipt: string;
+  ok: boolean;
+  error?: string;
+}
+
+/** How to settle one request's receipts, and what to say about those that went through. */
+export interface SettlePlan {
+  settle(receipts: string[]): Promise<readonly ReceiptOutcome[]>;
+  /** The summary line, e.g. `acknowledged 3 message(s)\n`. */
+  done(ok: number): string;
+}
+
+/**
+ * Settles deliveries by receipt (ack, nack, visibility) in requests of 100, then reports: the
+ * summary line (with --json the per-receipt results, `{"results": [...]}`), the refused receipts
+ * on standard error, and exit code 3 when any was refused (with --json too).
+ */
+export async function settleReceipts(
+  ctx: Ctx,
+  receipts: string[],
+  plan: SettlePlan,
+): Promise<number | void> {
+  const results: ReceiptOutcome[] = [];
+  for (let i = 0; i < receipts.length; i += RECEIPTS_PER_REQUEST) {
+    try {
+      results.push(...await plan.settle(receipts.slice(i, i + RECEIPTS_PER_REQUEST)));
+    } catch (err) {
+      // Earlier requests were applied: say how far it got before the error is reported.
+      if (results.length > 0) {
+        if (ctx.json) await ctx.printJson({ results });
+        await ctx.err(
+          `momd: ${results.length} of ${receipts.length} receipt(s) answered before the ` +
+            `failure (${results.filter((r) => r.ok).length} ok); the rest were not sent\n`,
+        );
+      }
+      throw err;
+    }
+  }
+  const refused = results.filter((r) => !r.ok);
+  if (ctx.json) await ctx.printJson({ results });
+  else await ctx.out(plan.done(results.length - refused.length));
+  if (refused.length === 0) return;
+  let text = `momd: ${refused.length} receipt(s) stale: not the current delivery of a message ` +
+    `(settled already, past its visibility deadline, an earlier attempt's, or unknown)\n`;
+  if (!ctx.json) {
+    const listed = refused.slice(0, 10).map((r) => `  ${r.receipt}\n`).join("");
+    const more = refused.length > 10 ? `  ... and ${refused.length - 10} more\n` : "";
+    text += listed + more;
+  }
+  await ctx.err(text);
+  return EXIT.refused;
+}
+
+/** The summary of a nack. */
+export function releasedLine(ok: number, delaySeconds: number | undefined): string {
+  const when = delaySeconds ? ` after ${duration(delaySeconds)}` : "";
+  return `released ${ok} message(s) for redelivery${when}\n`;
+}
+
+/** The summary of a visibility change. */
+export function visibilityLine(ok: number, timeout: number): string {
+  return timeout === 0
+    ? `ended ${ok} delivery(ies): their messages may be delivered again at once\n`
+    : `${ok} delivery(ies) stay in flight for ${duration(timeout)} from now\n`;
+}
+
+/** The help text of `visibility`'s --timeout. */
+export const VISIBILITY_OPTION_HELP =
+  `  --timeout SECS   the new visibility timeout, counted from now, 0-${VISIBILITY_MAX} (required)`;
+
+/** The --timeout of a visibility change: required, whole seconds. */
+export function visibilityTimeout(ctx: Ctx, helpFor: string): number {
+  const timeout = int(ctx.values, "timeout", { max: VISIBILITY_MAX });
+  if (timeout === undefined) throw new UsageError("missing --timeout SECS", helpFor);
+  return timeout;
 }

@@ -9,6 +9,7 @@ import { UsersApi } from "./users.ts";
 import { type ConsumeOptions, type Consumer, type Handler, startConsumer } from "./consumer.ts";
 import { type RequestOptions, RequestsApi, type TaskResult } from "./requests.ts";
 import type {
+  CheckReport,
   ClusterStatus,
   Delivery,
   Me,
@@ -161,6 +162,40 @@ export class MomdClient {
       path: "/v1/cluster",
       query: { scope: options.local ? "local" : undefined },
       retry: true,
+    })).body;
+  }
+
+  /**
+   * Forgets a node removed from the cluster for good (`DELETE /v1/cluster/nodes/{id}`): it no
+   * longer shows as down. 409 for a live node, 404 for an unknown one. Admins only.
+   */
+  async forgetNode(id: string): Promise<void> {
+    await this.#call({
+      method: "DELETE",
+      path: `/v1/cluster/nodes/${encodeURIComponent(id)}`,
+      retry: true,
+    });
+  }
+
+  /**
+   * Runs the consistency check (`GET /v1/cluster/check`): every node's view, copies, keys and
+   * the backups compared with ZooKeeper and with each other; `consistent` is false when an error
+   * was found. `waitSeconds` (default 2): how long what may resolve by itself on a live cluster
+   * is looked at again; `timeoutSeconds` (default 3): how long each node has to answer. Admins
+   * only (403 otherwise).
+   */
+  async checkCluster(
+    options: { waitSeconds?: number; timeoutSeconds?: number } = {},
+  ): Promise<CheckReport> {
+    const wait = options.waitSeconds ?? 2;
+    const timeout = options.timeoutSeconds ?? 3;
+    return (await this.#call<CheckReport>({
+      method: "GET",
+      path: "/v1/cluster/check",
+      query: { wait: options.waitSeconds, timeout: options.timeoutSeconds },
+      retry: true,
+      // Round one, the rounds of waiting, and a node that does not answer in each.
+      extraTimeMs: (wait + 3 * timeout) * 1000,
     })).body;
   }
 

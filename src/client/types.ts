@@ -13,6 +13,7 @@ import type * as T from "../api/schemas/topics.ts";
 import type * as U from "../api/schemas/users.ts";
 import type * as R from "../api/schemas/requests.ts";
 import type * as Routing from "../api/routing.ts";
+import type * as Check from "../api/schemas/check.ts";
 
 /** The problem+json body of every error answer. */
 export type Problem = z.output<typeof Common.ProblemSchema>;
@@ -165,6 +166,10 @@ export type ClusterStatus = Routing.ClusterStatus;
 export type ClusterNode = ClusterStatus["nodes"][number];
 /** One queue or topic in the cluster status. */
 export type ClusterEntity = ClusterStatus["entities"][number];
+/** Answer of `GET /v1/cluster/check`: whether the cluster is consistent, and what was found. */
+export type CheckReport = z.output<typeof Check.CheckReportSchema>;
+/** One problem the consistency check found. */
+export type CheckProblem = CheckReport["problems"][number];
 
 /** A subscription of a topic: the target of subscription-level calls and of `consume`. */
 export interface SubscriptionRef {

@@ -32,6 +32,7 @@ import type { MemberInfo, Membership } from "./membership.ts";
 import type { EntityEntry, InSyncReplica, Ownership } from "./ownership.ts";
 import { storeHolds } from "./in_sync.ts";
 import { isZkError, type ZkSession } from "./zk.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** A replica's position in an entity's record stream. */
 export interface EntityPosition {
@@ -43,6 +44,8 @@ export interface EntityPosition {
 
 /** Options of the Controller. */
 export interface ControllerOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   nodeId: string;
   /** ZooKeeper root of momd's znodes (default `/momd`). */
   root?: string;
@@ -126,6 +129,7 @@ export function placeEntity(
 
 /** Controller election and the failover/replica reconcile loop. */
 export class Controller {
+  readonly #log: Logger;
   readonly #zk: ZkSession;
   readonly #membership: Membership;
   readonly #ownership: Ownership;
@@ -157,7 +161,9 @@ export class Controller {
     this.#zk = zk;
     this.#membership = membership;
     this.#ownership = ownership;
+    this.#log = opts.log ?? fallbackLogger();
     this.#opts = {
+      log: this.#log,
       root: "/momd",
       replicationFactor: 3,
       reconcileIntervalMs: 2000,
@@ -235,7 +241,7 @@ export class Controller {
 
   #kick() {
     if (!this.#stopped && this.isController()) {
-      this.reconcile().catch((err) => console.error(`controller: reconcile failed: ${err}`));
+      this.reconcile().catch((err) => this.#log.error({ err }, `controller: reconcile failed`));
     }
   }
 
@@ -252,7 +258,7 @@ export class Controller {
       try {
         fn(this.#controllerId, this.#leader);
       } catch (err) {
-        console.error(`controller listener: ${err}`);
+        this.#log.error({ err }, `controller listener`);
       }
     }
   }
@@ -274,7 +280,7 @@ export class Controller {
         await this.#join();
         return;
       } catch (err) {
-        console.error(`controller: rejoining the election failed: ${err}`);
+        this.#log.error({ err }, `controller: rejoining the election failed`);
         await new Promise((r) => setTimeout(r, 500));
       }
     }
@@ -302,7 +308,9 @@ export class Controller {
       const predecessor = `${this.#dir}/${children[i - 1]}`;
       const stat = await this.#zk.exists(predecessor, (e) => {
         if (e.type === "deleted" && !this.#stopped) {
-          this.#check().catch((err) => console.error(`controller: election check failed: ${err}`));
+          this.#check().catch((err) =>
+            this.#log.error({ err }, `controller: election check failed`)
+          );
         }
       });
       if (stat) {
@@ -354,7 +362,7 @@ export class Controller {
             const k = entityKey(e.entity);
             if (!this.#stuck.has(k)) {
               this.#stuck.add(k);
-              console.log(
+              this.#log.info(
                 `controller: ${k} has no owner that holds every acknowledged change yet ` +
                   `(was ${e.owner}; in sync: ${e.isr.map((m) => m.node).join(",") || "none"})`,
               );
@@ -391,7 +399,7 @@ export class Controller {
             : e.ownerSession === "" && ownerMember.session !== ""
             ? "resigned"
             : "back in a new session";
-          console.log(
+          this.#log.info(
             `controller: failover of ${entityKey(e.entity)} from ${e.owner} (${why}) to ` +
               `${to.id}${to.unclean ? " (no in-sync copy left: unclean)" : ""}, epoch ` +
               `${moved.epoch}`,
@@ -408,7 +416,7 @@ export class Controller {
           }, guard);
           adjustLoad(load, e, updated);
           report.replicasChanged.push({ entity: e.entity, replicas });
-          console.log(
+          this.#log.info(
             `controller: replicas of ${entityKey(e.entity)}: ${e.replicas.join(",") || "none"} ` +
               `-> ${replicas.join(",") || "none"}`,
           );

@@ -34,6 +34,10 @@ export interface InSyncOptions {
   lagMs: number;
   /** Whether this node may write the entity now (it owns it and is not moving it). */
   serving: (entity: EntityRef) => boolean;
+  /** Told when an entity's in-sync set changed (default: nothing). */
+  onChange?: (entity: EntityRef, before: string[], after: string[]) => void;
+  /** Where failures go (default: nothing). */
+  onError?: (message: string, err: unknown) => void;
   /** How often the sets are reviewed (default a quarter of lagMs, at least 50 ms). */
   intervalMs?: number;
 }
@@ -55,7 +59,12 @@ export class InSyncSets {
   #timer?: ReturnType<typeof setInterval>;
 
   constructor(opts: InSyncOptions) {
-    this.#o = { intervalMs: Math.max(50, Math.floor(opts.lagMs / 4)), ...opts };
+    this.#o = {
+      intervalMs: Math.max(50, Math.floor(opts.lagMs / 4)),
+      onChange: () => {},
+      onError: () => {},
+      ...opts,
+    };
   }
 
   /** Starts reviewing the sets. */
@@ -143,17 +152,12 @@ export class InSyncSets {
       set.add(joining);
       this.#joining.set(k, set);
     }
-    const before = entry.isr.map((m) => m.node).join(",") || "none";
+    const before = entry.isr.map((m) => m.node);
     this.#o.ownership.update(entry.entity, entry.version, { ...entry, isr })
-      .then(() => {
-        console.log(
-          `cluster: in-sync replicas of ${k}: ${before} -> ` +
-            `${isr.map((m) => m.node).join(",") || "none"}`,
-        );
-      })
+      .then(() => this.#o.onChange(entry.entity, before, isr.map((m) => m.node)))
       .catch((err) => {
         // Moved on meanwhile (a new owner, replicas changed): the next review starts afresh.
-        console.error(`cluster: changing the in-sync replicas of ${k} failed: ${err}`);
+        this.#o.onError(`changing the in-sync replicas of ${k} failed`, err);
       })
       .finally(() => {
         this.#busy.delete(k);

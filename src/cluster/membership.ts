@@ -1,6 +1,6 @@
 /**
  * Cluster membership: each node holds an ephemeral znode `<root>/nodes/<id>` with JSON
- * `{id, http, grpc, startedAt, session, store, storeUp}` for as long as its ZooKeeper session
+ * `{id, http, grpc, startedAt, session, store, storeUp, version}` for as long as its ZooKeeper session
  * lives, and watches the children of `<root>/nodes` (and each member's data, which changes when
  * its store does) to know the live nodes.
  *
@@ -15,6 +15,8 @@
  * counts as registered.
  */
 import { isZkError, jsonData, parseJson, type ZkSession } from "./zk.ts";
+import { VERSION } from "../version.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** What a node publishes about itself. */
 export interface MemberInfo {
@@ -31,6 +33,8 @@ export interface MemberInfo {
   store?: string;
   /** Whether its local store answers; a node whose store is down is elected for nothing. */
   storeUp?: boolean;
+  /** The momd version it runs (absent: a node from before versions were published). */
+  version?: string;
 }
 
 /** What a node says about its local store. */
@@ -41,6 +45,8 @@ export interface StoreState {
 
 /** Options of Membership. */
 export interface MembershipOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   nodeId: string;
   http: string;
   grpc: string;
@@ -52,9 +58,12 @@ export interface MembershipOptions {
 
 /** Registers this node and keeps the list of live nodes current. */
 export class Membership {
+  readonly #log: Logger;
   readonly #zk: ZkSession;
   readonly #opts: MembershipOptions;
   readonly #dir: string;
+  /** Persistent znodes of every node that ever joined, until an admin forgets it. */
+  readonly #knownDir: string;
   readonly #startedAt = new Date().toISOString();
   #members = new Map<string, MemberInfo>();
   #listeners = new Set<(members: MemberInfo[]) => void>();
@@ -70,7 +79,9 @@ export class Membership {
   constructor(zk: ZkSession, opts: MembershipOptions) {
     this.#zk = zk;
     this.#opts = opts;
+    this.#log = opts.log ?? fallbackLogger();
     this.#dir = `${opts.root ?? "/momd"}/nodes`;
+    this.#knownDir = `${opts.root ?? "/momd"}/known`;
   }
 
   /** This node's znode path. */
@@ -81,7 +92,9 @@ export class Membership {
   /** Registers (waiting out a previous session's znode) and starts watching the live nodes. */
   async start(): Promise<void> {
     await this.#zk.mkdirp(this.#dir);
+    await this.#zk.mkdirp(this.#knownDir);
     await this.#register();
+    await this.#remember();
     await this.refresh();
     this.#unsubscribe = this.#zk.onSession(() => this.#rejoin());
   }
@@ -101,6 +114,32 @@ export class Membership {
     this.#store = { ...state };
     if (!this.#registeredSession || this.#registeredSession !== this.#zk.sessionId) return;
     await this.#zk.setData(this.path, jsonData(this.#info(this.#registeredSession)), -1);
+  }
+
+  /**
+   * Every node that joined the cluster and was not forgotten, live or not: a node that stopped
+   * (crashed or drained) is still part of the cluster, down, as a stopped RabbitMQ node is,
+   * until it comes back or an admin forgets it.
+   */
+  async knownNodes(): Promise<string[]> {
+    return (await this.#zk.getChildren(this.#knownDir)).sort();
+  }
+
+  /**
+   * Forgets a node that is not live (it was removed for good). Returns false when there was no
+   * such node; throws when it is live.
+   */
+  async forget(id: string): Promise<boolean> {
+    if (this.#members.has(id) || (await this.readLive()).has(id)) {
+      throw new Error(`node '${id}' is live: stop it before forgetting it`);
+    }
+    try {
+      await this.#zk.remove(`${this.#knownDir}/${id}`);
+      return true;
+    } catch (err) {
+      if (isZkError(err, "no_node")) return false;
+      throw err;
+    }
   }
 
   /** The live nodes as last seen, sorted by id. */
@@ -211,7 +250,7 @@ export class Membership {
         try {
           fn(list);
         } catch (err) {
-          console.error(`membership listener: ${err}`);
+          this.#log.error({ err }, `membership listener`);
         }
       }
     }
@@ -228,6 +267,7 @@ export class Membership {
       http: this.#opts.http,
       grpc: this.#opts.grpc,
       startedAt: this.#startedAt,
+      version: VERSION,
       session,
       ...this.#store,
     };
@@ -270,6 +310,21 @@ export class Membership {
     }
   }
 
+  /** Records this node among the known ones (a persistent znode; once is enough). */
+  async #remember(): Promise<void> {
+    try {
+      await this.#zk.create(
+        `${this.#knownDir}/${this.#opts.nodeId}`,
+        jsonData({
+          id: this.#opts.nodeId,
+          firstSeen: this.#startedAt,
+        }),
+      );
+    } catch (err) {
+      if (!isZkError(err, "node_exists")) throw err;
+    }
+  }
+
   async #rejoin(): Promise<void> {
     this.#registeredSession = "";
     this.#dataWatched.clear();
@@ -279,7 +334,7 @@ export class Membership {
         await this.refresh();
         return;
       } catch (err) {
-        console.error(`membership: re-registering failed: ${err}`);
+        this.#log.error({ err }, `membership: re-registering failed`);
         await new Promise((r) => setTimeout(r, 500));
       }
     }

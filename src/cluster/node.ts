@@ -22,6 +22,7 @@ import {
   type EntityStatus,
   mayWait,
   type NodeStatus,
+  type ReplicationHealth,
   type Route,
 } from "../api/routing.ts";
 import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
@@ -31,11 +32,13 @@ import { Shipper } from "../replication/shipper.ts";
 import { adoptEpoch, type EntitySnapshot, readPosition } from "../replication/snapshot.ts";
 import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
-import { type EntityEntry, type InSyncReplica, Ownership } from "./ownership.ts";
+import { type EntityEntry, type InSyncReplica, isrNodes, Ownership } from "./ownership.ts";
 import { Controller, loadByNode, placeEntity } from "./controller.ts";
 import { InSyncSets } from "./in_sync.ts";
 import { StoreGuard } from "../broker/store_guard.ts";
 import { PerKey } from "../serial.ts";
+import { VERSION } from "../version.ts";
+import { type ClusterEvent, logEvent, type Logger, silentLogger } from "../log/logger.ts";
 
 /** Creation facts kept in the ownership record, so listings need no node's store. */
 interface CreationInfo {
@@ -57,6 +60,10 @@ export interface ClusterNodeOptions {
   moveCooldownMs?: number;
   /** How often the local store is probed (default 250 ms). */
   storeProbeMs?: number;
+  /** The node's log (default: nothing logged). */
+  log?: Logger;
+  /** Told of every cluster event (take-overs, hand-overs, fencing...), after it is logged. */
+  onEvent?: (event: ClusterEvent) => void;
 }
 
 const key = (e: EntityRef) => `${e.type}/${e.name}`;
@@ -72,6 +79,7 @@ export class ClusterNode implements EntityRouter {
   readonly #local: Redis;
   readonly #opts: Required<ClusterNodeOptions>;
   #hooks: TakeOverHooks = {};
+  readonly #log: Logger;
   readonly zk: ZkSession;
   readonly membership: Membership;
   readonly ownership: Ownership;
@@ -114,10 +122,13 @@ export class ClusterNode implements EntityRouter {
       rebalanceIntervalMs: 2000,
       moveCooldownMs: 30_000,
       storeProbeMs: 250,
+      log: silentLogger(),
+      onEvent: () => {},
       ...opts,
     };
+    this.#log = this.#opts.log;
     this.zk = zk;
-    const me = { nodeId: config.nodeId, root: config.zkRoot };
+    const me = { nodeId: config.nodeId, root: config.zkRoot, log: this.#log };
     this.membership = new Membership(zk, {
       ...me,
       http: config.httpAdvertise ?? config.httpListen,
@@ -131,6 +142,7 @@ export class ClusterNode implements EntityRouter {
       keepaliveMs: Math.max(1000, Math.floor(config.zkSessionTimeoutMs / 3)),
     });
     this.shipper = new Shipper({
+      log: this.#log,
       nodeId: config.nodeId,
       peers: this.peers,
       redis: local,
@@ -141,7 +153,8 @@ export class ClusterNode implements EntityRouter {
       epochOf: (e) => this.ownership.epochOf(e),
       isWritable: (e) => this.ownership.isWritable(e) && this.#storeTrouble === undefined,
       ackTimeoutMs: config.replicationAckTimeoutMs,
-      onFenced: (e, detail) => console.error(`cluster: fenced off ${key(e)}: ${detail}`),
+      onFenced: (e, detail) =>
+        this.#event({ event: "fenced", entity: key(e), detail }, `fenced off ${key(e)}`),
       // A replica outside the in-sync set that caught up joins without waiting for a review.
       onCaughtUp: (e) => this.inSync.reviewOne(e),
     });
@@ -153,6 +166,13 @@ export class ClusterNode implements EntityRouter {
       minInSyncReplicas: config.minInSyncReplicas,
       lagMs: config.replicaLagMs,
       serving: (e) => this.#serving(e),
+      onChange: (e, before, after) =>
+        this.#event(
+          { event: "in_sync_change", entity: key(e), inSync: after },
+          `in-sync replicas of ${key(e)}: ${before.join(",") || "none"} -> ` +
+            `${after.join(",") || "none"}`,
+        ),
+      onError: (message, err) => this.#log.warn({ err }, message),
     });
   }
 
@@ -163,6 +183,7 @@ export class ClusterNode implements EntityRouter {
     opts: ClusterNodeOptions = {},
   ): Promise<ClusterNode> {
     const zk = await ZkSession.open({
+      log: opts.log,
       connect: config.zookeeper!,
       sessionTimeoutMs: config.zkSessionTimeoutMs,
     });
@@ -234,6 +255,7 @@ export class ClusterNode implements EntityRouter {
     this.#store = store;
     this.#hooks = hooks;
     this.#server = await ReplicationServer.start({
+      log: this.#log,
       listen: this.#config.grpcListen,
       secret: this.#config.clusterSecret!,
       tls: this.#config.grpcTls,
@@ -259,14 +281,19 @@ export class ClusterNode implements EntityRouter {
           .filter((e) => e.owner === this.#config.nodeId && e.replicas.includes(m.id));
         if (mine.length === 0) continue;
         const why = before.session !== m.session ? "in a new session" : "with another store";
-        console.log(
-          `cluster: ${m.id} is back ${why}; resyncing its copies of ${mine.length} entities`,
-        );
-        for (const e of mine) this.shipper.resync(e.entity, m.id);
+        this.#log.info(`${m.id} is back ${why}; resyncing its copies of ${mine.length} entities`);
+        for (const e of mine) {
+          this.#event(
+            { event: "replica_resync", entity: key(e.entity), replica: m.id, reason: why },
+            `resyncing ${m.id}'s copy of ${key(e.entity)}`,
+          );
+          this.shipper.resync(e.entity, m.id);
+        }
       }
       this.inSync.review();
     });
     this.#controller = new Controller(this.zk, this.membership, this.ownership, {
+      log: this.#log,
       nodeId: this.#config.nodeId,
       root: this.#config.zkRoot,
       replicationFactor: this.#config.replicationFactor,
@@ -279,6 +306,7 @@ export class ClusterNode implements EntityRouter {
     for (const entry of this.ownership.list()) this.#onOwnershipChange(entry, entry.entity);
     this.inSync.start();
     this.#guard = new StoreGuard({
+      log: this.#log,
       store,
       intervalMs: this.#opts.storeProbeMs,
       downAfterMs: this.#config.storeDownMs,
@@ -306,7 +334,10 @@ export class ClusterNode implements EntityRouter {
     this.#server?.forgetAll();
     const previous = store.incarnation;
     const id = await store.renew();
-    console.error(`cluster: the local store lost its data (was ${previous}); now ${id}`);
+    this.#event(
+      { event: "store_lost", previous, incarnation: id },
+      `the local store lost its data (was ${previous}); now ${id}`,
+    );
     await this.#publishStore(true);
     await this.#resignAll("its store lost its data");
     this.#storeTrouble = undefined;
@@ -315,6 +346,7 @@ export class ClusterNode implements EntityRouter {
   /** The local store stopped answering: let in-sync replicas serve what this node owns. */
   async #onStoreDown(): Promise<void> {
     this.#storeTrouble = "the local store does not answer";
+    this.#event({ event: "store_down" }, "the local store does not answer");
     await this.#publishStore(false);
     await this.#resignAll("its store does not answer");
   }
@@ -335,12 +367,12 @@ export class ClusterNode implements EntityRouter {
       return last !== undefined && last.epoch === e.epoch && seqs[i] < last.seq;
     });
     if (behind) {
-      console.error(`cluster: the local store came back without changes of ${key(behind.entity)}`);
+      this.#log.error(`the local store came back without changes of ${key(behind.entity)}`);
       await this.#onStoreLost();
       return;
     }
     if (wasDown) {
-      console.log("cluster: the local store answers again");
+      this.#event({ event: "store_up" }, "the local store answers again");
       await this.#publishStore(true);
     }
     this.#storeTrouble = undefined;
@@ -353,7 +385,7 @@ export class ClusterNode implements EntityRouter {
         await this.membership.publishStore({ store: this.#incarnation, storeUp: up });
         return;
       } catch (err) {
-        console.error(`cluster: publishing the store's state failed: ${err}`);
+        this.#log.warn({ err }, "publishing the store's state failed");
         await sleep(200);
       }
     }
@@ -396,7 +428,15 @@ export class ClusterNode implements EntityRouter {
 
   async #resignOnce(entry: EntityEntry, why: string): Promise<void> {
     await this.ownership.update(entry.entity, entry.version, { ...entry, ownerSession: "" });
-    console.log(`cluster: resigned ${key(entry.entity)} (${why})`);
+    this.#event(
+      { event: "resign", entity: key(entry.entity), reason: why },
+      `resigned ${key(entry.entity)} (${why})`,
+    );
+  }
+
+  #event(e: ClusterEvent, msg: string): void {
+    logEvent(this.#log, e, msg);
+    this.#opts.onEvent(e);
   }
 
   // ---- routing (EntityRouter) ----
@@ -596,6 +636,9 @@ export class ClusterNode implements EntityRouter {
     const live = new Map(this.membership.members().map((m) => [m.id, m]));
     const entries = this.ownership.list();
     const known = new Set<string>(live.keys());
+    // Nodes that joined once and are down now are listed too (ZooKeeper unreachable: those
+    // the entries name).
+    for (const id of await this.membership.knownNodes().catch(() => [])) known.add(id);
     for (const e of entries) {
       known.add(e.owner);
       e.replicas.forEach((r) => known.add(r));
@@ -612,6 +655,9 @@ export class ClusterNode implements EntityRouter {
         owned: l.owned,
         replicated: l.total - l.owned,
         startedAt: m?.startedAt ?? null,
+        version: m?.version ?? null,
+        ready: null,
+        recoveryPoint: null,
       };
     });
     // Lag is known by each entity's owner: ask every live peer for its own view.
@@ -634,7 +680,15 @@ export class ClusterNode implements EntityRouter {
           opts.caller ?? null,
           { deadlineMs: 2000 },
         );
-        if (res.ok) addLag(((await res.json()) as ClusterStatus).entities);
+        if (!res.ok) return;
+        const view = (await res.json()) as ClusterStatus;
+        addLag(view.entities);
+        const self = nodes.find((n) => n.id === m.id);
+        const theirs = view.nodes.find((n) => n.id === m.id);
+        if (self) {
+          self.ready = theirs?.ready ?? null;
+          self.recoveryPoint = theirs?.recoveryPoint ?? null;
+        }
       }));
       void answers;
     }
@@ -655,11 +709,56 @@ export class ClusterNode implements EntityRouter {
     });
     return {
       node: this.#config.nodeId,
+      version: VERSION,
       mode: "cluster",
       controller: this.#controller?.controllerId ?? null,
       nodes,
       entities,
+      backup: { recoveryPoint: null }, // the API fills it in with this node's own
     };
+  }
+
+  /** Forgets a node removed for good, so the cluster no longer counts it as down. */
+  async forgetNode(id: string): Promise<boolean> {
+    try {
+      return await this.membership.forget(id);
+    } catch (err) {
+      if (err instanceof Error && /is live/.test(err.message)) {
+        throw new BrokerError("conflict", err.message);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * How well this node's part of the cluster is replicated, for /readyz and metrics. An owned
+   * entity is under-replicated when a live replica is missing from its in-sync set (a dead one
+   * cannot be helped from here and only counts in `replicasDown`); this node is catching up
+   * while it is a replica of a live owner but not in that entity's in-sync set with its store.
+   */
+  replicationHealth(): ReplicationHealth {
+    const me = this.#config.nodeId;
+    const live = new Set(this.membership.members().map((m) => m.id));
+    const health: ReplicationHealth = {
+      owned: 0,
+      underReplicated: [],
+      replicasDown: 0,
+      catchingUp: [],
+    };
+    for (const e of this.ownership.list()) {
+      if (e.owner === me) {
+        health.owned++;
+        const inSync = new Set(isrNodes(e));
+        if (e.replicas.some((r) => live.has(r) && !inSync.has(r))) {
+          health.underReplicated.push(key(e.entity));
+        }
+        health.replicasDown += e.replicas.filter((r) => !live.has(r)).length;
+      } else if (e.replicas.includes(me) && live.has(e.owner)) {
+        const mine = e.isr.some((m) => m.node === me && m.store === this.#incarnation);
+        if (!mine) health.catchingUp.push(key(e.entity));
+      }
+    }
+    return health;
   }
 
   #ownLag(): Map<string, Record<string, number>> {
@@ -702,13 +801,16 @@ export class ClusterNode implements EntityRouter {
     this.#movedAt.set(k, Date.now());
     this.#paused.add(k);
     if (entry.moved !== "create") {
-      console.log(`cluster: taking ${k} over at epoch ${entry.epoch} (${entry.moved})`);
+      this.#event(
+        { event: "take_over", entity: k, epoch: entry.epoch, reason: String(entry.moved) },
+        `taking ${k} over at epoch ${entry.epoch} (${entry.moved})`,
+      );
     }
     const prepare = this.#prepare(entry)
       .catch((err) => {
         // It cannot serve what it could not prepare (its store refuses writes, say): another
         // in-sync replica may.
-        console.error(`cluster: preparing ${k} failed: ${err}`);
+        this.#log.error({ err, entity: k }, `preparing ${k} failed`);
         return this.#resign(entity, "its take-over failed");
       })
       .finally(() => {
@@ -738,7 +840,7 @@ export class ClusterNode implements EntityRouter {
         unreachableSince: since,
       });
       if (extended > 0) {
-        console.log(`cluster: ${key(entity)}: ${extended} deliveries in flight extended`);
+        this.#log.info(`${key(entity)}: ${extended} deliveries in flight extended`);
       }
     }
   }
@@ -775,14 +877,20 @@ export class ClusterNode implements EntityRouter {
             store: member.store,
           }, { expectedVersion: entry.version, replicas, isr, reason: "handover" });
           this.#movedAt.set(k, Date.now());
-          console.log(`cluster: handed ${k} over to ${target}`);
+          this.#event(
+            { event: "hand_over", entity: k, to: target },
+            `handed ${k} over to ${target}`,
+          );
           return true;
         }
         await sleep(20);
       }
       return false;
     } catch (err) {
-      console.error(`cluster: hand-over of ${k} to ${target} failed: ${err}`);
+      this.#event(
+        { event: "hand_over_failed", entity: k, to: target, error: String(err) },
+        `hand-over of ${k} to ${target} failed`,
+      );
       return false;
     } finally {
       this.#paused.delete(k);
@@ -816,7 +924,7 @@ export class ClusterNode implements EntityRouter {
       });
       if (candidate) await this.handOver(candidate.entity, lightest);
     } catch (err) {
-      console.error(`cluster: rebalance failed: ${err}`);
+      this.#log.warn({ err }, "rebalance failed");
     } finally {
       this.#rebalancing = false;
     }

@@ -37,6 +37,7 @@ import {
   type ZkSession,
   type ZkStat,
 } from "./zk.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** A replica in the in-sync set, with the store incarnation it held every change in. */
 export interface InSyncReplica {
@@ -95,6 +96,8 @@ interface StoredAssignment extends Omit<Assignment, "epoch" | "isr"> {
 
 /** Options of Ownership. */
 export interface OwnershipOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   /** This node's id. */
   nodeId: string;
   /** ZooKeeper root of momd's znodes (default `/momd`). */
@@ -149,6 +152,7 @@ export function isrNodes(entry: Pick<Assignment, "isr">): string[] {
 
 /** The entities' ownership records, cached and watched. */
 export class Ownership {
+  readonly #log: Logger;
   readonly #zk: ZkSession;
   readonly #nodeId: string;
   readonly #dir: string;
@@ -163,6 +167,7 @@ export class Ownership {
   constructor(zk: ZkSession, opts: OwnershipOptions) {
     this.#zk = zk;
     this.#nodeId = opts.nodeId;
+    this.#log = opts.log ?? fallbackLogger();
     this.#dir = `${opts.root ?? "/momd"}/entities`;
   }
 
@@ -179,7 +184,7 @@ export class Ownership {
       // Watches die with their session: every one must be armed again.
       this.#watched.clear();
       this.#loadAll().catch((err) => {
-        console.error(`ownership: reload failed: ${err}`);
+        this.#log.error({ err }, `ownership: reload failed`);
         this.#retryLater();
       });
     });
@@ -426,7 +431,7 @@ export class Ownership {
       try {
         fn(entry, entity);
       } catch (err) {
-        console.error(`ownership listener: ${err}`);
+        this.#log.error({ err }, `ownership listener`);
       }
     }
   }

@@ -17,6 +17,7 @@
  */
 import { Buffer } from "node:buffer";
 import zookeeper from "node-zookeeper-client";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** The session's state, as the rest of momd sees it. */
 export type ZkState = "connecting" | "connected" | "suspended" | "expired" | "closed";
@@ -79,6 +80,8 @@ export type ZkOp =
 
 /** Options of a ZkSession. */
 export interface ZkSessionOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   /** Connect string, `host:port[,host:port...][/chroot]`. */
   connect: string;
   /** Requested session timeout; the server bounds it to 2..20 ticks. */
@@ -160,6 +163,7 @@ export function parseJson<T>(data: Uint8Array): T {
 
 /** A ZooKeeper session that reopens itself after expiry; see the module comment. */
 export class ZkSession {
+  readonly #log: Logger;
   readonly #opts: Required<ZkSessionOptions>;
   // deno-lint-ignore no-explicit-any
   #client: any;
@@ -177,7 +181,9 @@ export class ZkSession {
   #reopening = false;
 
   private constructor(opts: ZkSessionOptions) {
+    this.#log = opts.log ?? fallbackLogger();
     this.#opts = {
+      log: this.#log,
       leaseFraction: 0.5,
       connectTimeoutMs: 30_000,
       operationTimeoutMs: Math.max(2000, opts.sessionTimeoutMs),
@@ -362,7 +368,7 @@ export class ZkSession {
       try {
         fn(state);
       } catch (err) {
-        console.error(`zk state listener: ${err}`);
+        this.#log.error({ err }, `zk state listener`);
       }
     }
   }
@@ -527,7 +533,7 @@ export class ZkSession {
         try {
           fn(this.#sessionId);
         } catch (err) {
-          console.error(`zk session listener: ${err}`);
+          this.#log.error({ err }, `zk session listener`);
         }
       }
     };

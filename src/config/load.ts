@@ -121,6 +121,13 @@ export const SETTINGS: readonly Setting[] = [
     help: "copies that must hold a change before it is acknowledged",
   },
   {
+    field: "metrics",
+    env: "MOMD_METRICS",
+    flag: "metrics",
+    bool: true,
+    help: "serve Prometheus metrics at /metrics and count what they show",
+  },
+  {
     field: "groupCommit",
     env: "MOMD_GROUP_COMMIT",
     flag: "group-commit",

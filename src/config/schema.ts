@@ -65,6 +65,8 @@ export const ConfigSchema = z.object({
   /** Group commit of concurrent calls on one entity (Store); off during a rolling upgrade from a
    * version whose replicas do not apply `group:` records. */
   groupCommit: z.boolean().default(true),
+  /** Prometheus metrics at /metrics, and the counting behind them. */
+  metrics: z.boolean().default(true),
   replicationAckTimeoutMs: z.coerce.number({ error: "must be a whole number" }).int().min(100)
     .max(60_000).default(5000),
   /** How long an in-sync replica may be behind before the owner drops it from the set. */

@@ -1,7 +1,7 @@
 /**
  * Clients of other nodes' gRPC services, one channel per address, every call authenticated with
- * the cluster secret: the record stream, snapshots and positions for catch-up and failover, and
- * request forwarding.
+ * the cluster secret: the record stream, snapshots and positions for catch-up and failover,
+ * request forwarding, and the consistency check's questions.
  */
 import { Buffer } from "node:buffer";
 import grpc from "@grpc/grpc-js";
@@ -20,6 +20,13 @@ import {
   type WireSnapshot,
 } from "./proto.ts";
 import type { EntitySnapshot, Position } from "./snapshot.ts";
+import {
+  fromWireInspectReply,
+  type InspectReply,
+  type InspectRequest,
+  toWireInspectRequest,
+  type WireInspectReply,
+} from "./inspect.ts";
 
 /** An open Replicate stream. */
 export type ReplicateCall = grpc.ClientDuplexStream<WireBatch, WireAck>;
@@ -134,6 +141,27 @@ export class PeerClients {
               exists: res.exists,
               store: res.store ?? "",
             });
+          }
+        },
+      );
+    });
+  }
+
+  /** What the node at `address` holds in its store, for the consistency check (inspect.ts). */
+  inspect(address: string, request: InspectRequest, deadlineMs = 3_000): Promise<InspectReply> {
+    const client = this.#client(this.#replication, momdProto().Replication, address);
+    return new Promise((resolve, reject) => {
+      client.Inspect(
+        toWireInspectRequest(request),
+        { deadline: Date.now() + deadlineMs },
+        (err: grpc.ServiceError | null, res: WireInspectReply) => {
+          if (err) reject(unavailable(`inspect of ${address}`, err));
+          else {
+            try {
+              resolve(fromWireInspectReply(res));
+            } catch (e) {
+              reject(e);
+            }
           }
         },
       );

@@ -21,6 +21,7 @@
  *   restarted Redis may hold an older copy), and by `forget(entity)`, for writers other than this
  *   server (the node's own writes as owner, restores from the backup).
  * - `Snapshot` / `Position`: the entity as held here (snapshot.ts).
+ * - `Inspect`: what the local store holds, for the consistency check (inspect.ts).
  * - `Forward.Http` / `Forward.Stream`: serve requests forwarded by another node through the
  *   injected handler, one per call or many over one stream.
  */
@@ -48,6 +49,14 @@ import {
   type WireSnapshot,
 } from "./proto.ts";
 import { type EntitySnapshot, readPosition, restoreSnapshot, takeSnapshot } from "./snapshot.ts";
+import {
+  fromWireInspectRequest,
+  inspectStore,
+  toWireInspectReply,
+  type WireInspectReply,
+  type WireInspectRequest,
+} from "./inspect.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** Applies one record (Store.apply). */
 export interface RecordApplier {
@@ -66,6 +75,8 @@ export type ForwardHandler = (req: ForwardedRequest) => Promise<Response>;
 
 /** Options of the ReplicationServer. */
 export interface ReplicationServerOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   /** host:port to bind (the configured grpcListen); port 0 picks a free port. */
   listen: string;
   /** The shared cluster secret every call must carry. */
@@ -139,6 +150,7 @@ function statusOf(err: unknown): grpc.status {
 
 /** The gRPC server of one node. */
 export class ReplicationServer {
+  readonly #log: Logger;
   readonly #server: grpc.Server;
   readonly #opts: ReplicationServerOptions;
   /** Serializes work per entity across every stream. */
@@ -154,6 +166,7 @@ export class ReplicationServer {
   readonly #onRedisClose = (): void => this.forgetAll();
 
   private constructor(opts: ReplicationServerOptions) {
+    this.#log = opts.log ?? fallbackLogger();
     this.#opts = opts;
     opts.redis.on("close", this.#onRedisClose);
     this.#server = authenticatedServer(opts.secret);
@@ -183,6 +196,10 @@ export class ReplicationServer {
             store: p.store ?? "",
           };
         }),
+      Inspect: (
+        call: grpc.ServerUnaryCall<WireInspectRequest, WireInspectReply>,
+        cb: grpc.sendUnaryData<WireInspectReply>,
+      ) => this.#unary(cb, () => this.#inspect(call.request)),
     });
     this.#server.addService(proto.Forward.service, {
       // deno-lint-ignore no-explicit-any
@@ -276,6 +293,22 @@ export class ReplicationServer {
     );
   }
 
+  /**
+   * The consistency checker's questions about the local store (inspect.ts), answered without
+   * the per-entity locks: each copy is read consistently on its own, and replication goes on.
+   * The node's view of an entity is its ownership cache (`ownerOf`, and `fence`: its epoch).
+   */
+  async #inspect(wire: WireInspectRequest): Promise<WireInspectReply> {
+    const { redis, ownerOf, fence } = this.#opts;
+    const reply = await inspectStore(redis, fromWireInspectRequest(wire), {
+      viewOf: (e) => {
+        const owner = ownerOf?.(e);
+        return owner === undefined ? undefined : { owner, epoch: fence?.(e) ?? 0 };
+      },
+    });
+    return toWireInspectReply(reply);
+  }
+
   #locked<T>(entity: EntityRef, run: () => Promise<T>): Promise<T> {
     return this.#locks.run(entityKey(entity), run);
   }
@@ -301,7 +334,7 @@ export class ReplicationServer {
           // End the stream with a status the owner sees (it opens the stream again and sends
           // what is unacknowledged); a destroyed call would leave its side waiting for acks.
           failed = true;
-          console.error(`replication: a batch from ${batch.fromNode} failed: ${err}`);
+          this.#log.error({ err }, `replication: a batch from ${batch.fromNode} failed`);
           if (!call.cancelled) {
             call.emit("error", {
               code: statusOf(err) === grpc.status.INTERNAL

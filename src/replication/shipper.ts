@@ -34,9 +34,12 @@ import type { RecordSink, ReplicationRecord } from "./record.ts";
 import type { PeerClients, ReplicateCall } from "./peers.ts";
 import { safeInt, toWireRecord, toWireSnapshot, type WireAck, type WireSnapshot } from "./proto.ts";
 import { type EntitySnapshot, takeSnapshot } from "./snapshot.ts";
+import { fallbackLogger, type Logger } from "../log/logger.ts";
 
 /** Options of the Shipper. */
 export interface ShipperOptions {
+  /** Where failures are logged (default: warnings and errors on standard error). */
+  log?: Logger;
   /** This node's id. */
   nodeId: string;
   /** Channels to the other nodes. */
@@ -187,6 +190,7 @@ class PeerLink {
 
 /** Ships records to replicas; see the module comment. */
 export class Shipper implements RecordSink {
+  readonly #log: Logger;
   readonly #o:
     & Required<
       Omit<ShipperOptions, "epochOf" | "isWritable" | "onFenced" | "onCaughtUp" | "inSyncOf">
@@ -200,10 +204,12 @@ export class Shipper implements RecordSink {
   #closed = false;
 
   constructor(opts: ShipperOptions) {
+    this.#log = opts.log ?? fallbackLogger();
     if (!Number.isInteger(opts.minInSyncReplicas) || opts.minInSyncReplicas < 1) {
       throw new Error("minInSyncReplicas must be an integer >= 1");
     }
     this.#o = {
+      log: this.#log,
       batchMaxRecords: 256,
       flushDelayMs: 0,
       ackTimeoutMs: 5_000,
@@ -554,7 +560,7 @@ export class Shipper implements RecordSink {
         this.#scheduleFlush(link, true);
       },
       (err) => {
-        console.error(`replication: snapshot of ${entityKey(s.entity)} failed: ${err}`);
+        this.#log.error({ err }, `replication: snapshot of ${entityKey(s.entity)} failed`);
         s.snapshotting = false;
         this.#wantSnapshot(s);
         setTimeout(() => this.#scheduleFlush(link, true), 500);
@@ -577,7 +583,7 @@ export class Shipper implements RecordSink {
     try {
       call = this.#o.peers.replicate(address);
     } catch (err) {
-      console.error(`replication: cannot open a stream to ${link.id} at ${address}: ${err}`);
+      this.#log.error({ err }, `replication: cannot open a stream to ${link.id} at ${address}`);
       this.#retry(link);
       return;
     }
@@ -615,7 +621,7 @@ export class Shipper implements RecordSink {
       try {
         this.#onAck(link, ack);
       } catch (err) {
-        console.error(`replication: bad ack from ${link.id}: ${err}`);
+        this.#log.error({ err }, `replication: bad ack from ${link.id}`);
       }
     });
     call.on("error", onEnd);
@@ -703,7 +709,7 @@ export class Shipper implements RecordSink {
     for (const link of this.#links.values()) {
       const oldest = link.unacked.values().next();
       if (!link.open || oldest.done || now - oldest.value < this.#o.stallTimeoutMs) continue;
-      console.error(
+      this.#log.warn(
         `replication: ${link.id} acknowledged nothing for ${now - oldest.value} ms; ` +
           "opening its stream again",
       );

@@ -210,7 +210,7 @@ export function toCompatResponse(err: unknown, c: Context): Response {
   if (err instanceof BrokerError) {
     // A failure inside the cluster keeps its reason but not its internals (publicDetail).
     const detail = INTERNAL_CODES.has(err.code) ? publicDetail(err.detail) : err.detail;
-    if (detail !== err.detail) console.warn(`compat ${err.code}: ${err.detail}`);
+    if (detail !== err.detail) c.set("failure", err.detail);
     if (DOMAIN_CODES.has(err.code)) return c.json(refused(detail), 200);
     return detailResponse(c, 503, detail, {
       "retry-after": String(err.retryAfterSeconds ?? 1),
@@ -235,6 +235,6 @@ export function toCompatResponse(err: unknown, c: Context): Response {
     return detailResponse(c, status, err.message || "Error");
   }
   if (isBodyReadError(err)) return detailResponse(c, 400, "There was an error parsing the body");
-  console.error("unhandled error (compatibility API)", err);
+  c.set("failure", err); // logged with the request (middleware/observe.ts)
   return detailResponse(c, 500, "Internal Server Error");
 }

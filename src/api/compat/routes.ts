@@ -27,7 +27,7 @@ import { BrokerError } from "../../broker/errors.ts";
 import type { ApiDeps } from "../app.ts";
 import type { AppEnv } from "../context.ts";
 import { clientIp } from "../middleware/client_ip.ts";
-import { registerDocsRoutes } from "../routes/docs.ts";
+import { type DocsAssets, registerDocsRoutes } from "../docs/mod.ts";
 import { compatAdmin, compatAuth, compatRateLimit } from "./auth.ts";
 import { compatRouteToOwner } from "./routing.ts";
 import {
@@ -65,6 +65,8 @@ export type CompatDeps = Pick<
 export interface CompatOptions {
   /** Default COMPAT_BASE_PATH. */
   basePath?: string;
+  /** Swagger UI's files for the docs page, shared with momd's page (default: loaded here). */
+  docsAssets?: DocsAssets;
 }
 
 /** A route of the table the 404/405/307 answers consult. */
@@ -121,6 +123,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatGetRoot",
       method: "get",
       path: `${base}/`,
       tags: ["root"],
@@ -132,6 +135,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatLogin",
       method: "post",
       path: `${base}/login/`,
       tags: ["root"],
@@ -166,6 +170,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatGetProtected",
       method: "get",
       path: `${base}/protected/`,
       tags: ["root"],
@@ -182,6 +187,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatGetAdminProtected",
       method: "get",
       path: `${base}/admin/protected/`,
       tags: ["root"],
@@ -204,6 +210,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatCreateUser",
       method: "put",
       path: `${base}/admin/users/create/`,
       tags: ["admin users"],
@@ -235,6 +242,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatRemoveUser",
       method: "delete",
       path: `${base}/admin/users/remove/{username}`,
       tags: ["admin users"],
@@ -276,6 +284,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatCreateQueueTopic",
       method: "put",
       path: `${base}/admin/queue_topic/create/`,
       tags: ["admin queues and topics"],
@@ -296,6 +305,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatDeleteQueueTopic",
       method: "delete",
       path: `${base}/admin/queue_topic/delete/{name}`,
       tags: ["admin queues and topics"],
@@ -316,13 +326,19 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
   );
 
   const operations = [
-    ["subscribe", "Subscribe to a queue or topic", MomBody],
-    ["unsubscribe", "Unsubscribe from a queue or topic (not its owner)", MomBody],
-    ["receive", "Take one message (message null when there is none)", MomBody],
+    ["subscribe", "compatSubscribe", "Subscribe to a queue or topic", MomBody],
+    [
+      "unsubscribe",
+      "compatUnsubscribe",
+      "Unsubscribe from a queue or topic (not its owner)",
+      MomBody,
+    ],
+    ["receive", "compatReceive", "Take one message (message null when there is none)", MomBody],
   ] as const;
-  for (const [op, summary, schema] of operations) {
+  for (const [op, operationId, summary, schema] of operations) {
     app.openapi(
       track(createRoute({
+        operationId,
         method: "post",
         path: `${base}/queue_topic/${op}/`,
         tags: ["queues and topics"],
@@ -344,6 +360,7 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
 
   app.openapi(
     track(createRoute({
+      operationId: "compatSend",
       method: "post",
       path: `${base}/queue_topic/send/`,
       tags: ["queues and topics"],
@@ -377,9 +394,26 @@ export function createCompatApp(deps: CompatDeps, opts: CompatOptions = {}): Ope
   app.openAPIRegistry.registerComponent("securitySchemes", "HTTPBearer", {
     type: "http",
     scheme: "bearer",
+    description: `A token from POST ${base}/login/ (or momd's POST /v1/auth/token).`,
   });
-  track({ method: "get", path: `${base}/docs` });
-  registerDocsRoutes(app, `${base}/docs`);
+  const docsPaths = registerDocsRoutes(app, {
+    path: `${base}/docs`,
+    specUrl: `${base}/openapi.json`,
+    title: "MOM TET API: compatibility API of the earlier MOM server (momd)",
+    introHtml: "The earlier MOM server's REST API, served unchanged by momd over the same users, " +
+      "queues and topics as momd's own API. To try the calls: open <code>POST " +
+      `${base}/login/</code>, <em>Try it out</em> with a username and password, and ` +
+      "<em>Execute</em>: its token goes into <em>Authorize</em>. Tokens of either API work " +
+      "on both.",
+    links: [
+      { href: `${base}/openapi.json`, label: "OpenAPI document" },
+      { href: "/docs", label: "momd's own API (/v1)" },
+      { href: "/", label: "Service index" },
+    ],
+    login: { path: `${base}/login/`, tokenField: "access_token", scheme: "HTTPBearer" },
+    assets: opts.docsAssets,
+  });
+  for (const path of docsPaths) track({ method: "get", path });
 
   return app;
 }

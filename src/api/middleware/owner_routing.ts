@@ -6,6 +6,16 @@ import { type EntityRouter, mayWait } from "../routing.ts";
 import { decodeSegment, EntityName, ListQuery, NAME_RULE } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
 import { invalidRequest } from "../validation.ts";
+import type { Metrics } from "../../metrics/metrics.ts";
+import { REQUEST_ID_HEADER } from "./observe.ts";
+
+/** The request with its id in X-Request-Id (a copy only when it came without one). */
+function withRequestId(request: Request, reqId: string | undefined): Request {
+  if (!reqId || request.headers.get(REQUEST_ID_HEADER) === reqId) return request;
+  const headers = new Headers(request.headers);
+  headers.set(REQUEST_ID_HEADER, reqId);
+  return new Request(request, { headers });
+}
 
 const ENTITY_PATH = /^\/v1\/(queues|topics)\/([^/]+)(\/.*)?$/;
 const TASK_PATH = /^\/v1\/tasks\/([^/]+)(\/reply)?$/;
@@ -64,7 +74,7 @@ function listPage(
  * ownership records. A request another node forwarded is always served here (never forwarded
  * again): if this node is no longer the owner, the store refuses it with 503.
  */
-export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
+export function routeToOwner(router: EntityRouter, metrics?: Metrics): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const path = c.req.path;
     const method = c.req.method;
@@ -97,7 +107,7 @@ export function routeToOwner(router: EntityRouter): MiddlewareHandler<AppEnv> {
       return c.json({ [list[1]]: page, next: more ? page[page.length - 1].name : null }, 200);
     }
     if (!entity) return next();
-    return await serveOnOwner(c, next, router, entity, opts);
+    return await serveOnOwner(c, next, router, entity, { ...opts, metrics });
   };
 }
 
@@ -114,6 +124,8 @@ export interface OwnerCallOptions {
   created?: (res: Response) => Promise<boolean>;
   /** The request to forward, when the original body was already read. */
   request?: Request;
+  /** Where forwards are counted and timed. */
+  metrics?: Metrics;
 }
 
 /**
@@ -144,11 +156,20 @@ export async function serveOnOwner(
   if (route.here) {
     res = await serveHere(c, next, router, entity, opts);
   } else {
-    const request = opts.request ?? c.req.raw;
+    const request = withRequestId(opts.request ?? c.req.raw, c.get("reqId"));
     // A long poll ends on the owner too when its client goes away (no messages taken for
     // nobody); other requests never touch the signal (it costs a watch on the connection).
     const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
-    res = await router.forward(route.address, request, principal, signal);
+    c.set("forwardedTo", route.owner);
+    const started = performance.now();
+    try {
+      res = await router.forward(route.address, request, principal, signal);
+    } catch (err) {
+      opts.metrics?.forwards.labels("error").inc();
+      throw err;
+    }
+    opts.metrics?.forwards.labels(res.status >= 500 ? "5xx" : "ok").inc();
+    opts.metrics?.forwardDuration.observe((performance.now() - started) / 1000);
     // This node acted as a gateway to the owner (RFC 9110 Via): shows a forward happened.
     res.headers.append("via", `1.1 ${router.nodeId}`);
   }

@@ -21,6 +21,7 @@ const Me = z.object({
 }).openapi("Me");
 
 const issueToken = createRoute({
+  operationId: "issueToken",
   method: "post",
   path: "/v1/auth/token",
   tags: ["auth"],
@@ -36,6 +37,7 @@ const issueToken = createRoute({
 });
 
 const me = createRoute({
+  operationId: "getCurrentUser",
   method: "get",
   path: "/v1/auth/me",
   tags: ["auth"],

@@ -30,6 +30,7 @@ import {
 const tags = ["queues"];
 
 const createQueue = createRoute({
+  operationId: "createQueue",
   method: "put",
   path: "/v1/queues/{name}",
   tags,
@@ -47,6 +48,7 @@ const createQueue = createRoute({
 });
 
 const configureQueue = createRoute({
+  operationId: "configureQueue",
   method: "patch",
   path: "/v1/queues/{name}",
   tags,
@@ -57,6 +59,7 @@ const configureQueue = createRoute({
 });
 
 const getQueue = createRoute({
+  operationId: "getQueue",
   method: "get",
   path: "/v1/queues/{name}",
   tags,
@@ -67,6 +70,7 @@ const getQueue = createRoute({
 });
 
 const listQueues = createRoute({
+  operationId: "listQueues",
   method: "get",
   path: "/v1/queues",
   tags,
@@ -77,6 +81,7 @@ const listQueues = createRoute({
 });
 
 const deleteQueue = createRoute({
+  operationId: "deleteQueue",
   method: "delete",
   path: "/v1/queues/{name}",
   tags,
@@ -87,6 +92,7 @@ const deleteQueue = createRoute({
 });
 
 const purgeQueue = createRoute({
+  operationId: "purgeQueue",
   method: "post",
   path: "/v1/queues/{name}/purge",
   tags,
@@ -98,6 +104,7 @@ const purgeQueue = createRoute({
 });
 
 const sendMessages = createRoute({
+  operationId: "sendMessages",
   method: "post",
   path: "/v1/queues/{name}/messages",
   tags,
@@ -111,6 +118,7 @@ const sendMessages = createRoute({
 });
 
 const peekMessages = createRoute({
+  operationId: "peekMessages",
   method: "get",
   path: "/v1/queues/{name}/messages",
   tags,
@@ -121,6 +129,7 @@ const peekMessages = createRoute({
 });
 
 const receiveMessages = createRoute({
+  operationId: "receiveMessages",
   method: "post",
   path: "/v1/queues/{name}/receive",
   tags,
@@ -136,6 +145,7 @@ const receiveMessages = createRoute({
 const receiptOutcome = "per receipt: ok, or stale_receipt (nothing changed for it)";
 
 const ackMessages = createRoute({
+  operationId: "ackMessages",
   method: "post",
   path: "/v1/queues/{name}/ack",
   tags,
@@ -149,6 +159,7 @@ const ackMessages = createRoute({
 });
 
 const nackMessages = createRoute({
+  operationId: "nackMessages",
   method: "post",
   path: "/v1/queues/{name}/nack",
   tags,
@@ -159,6 +170,7 @@ const nackMessages = createRoute({
 });
 
 const changeVisibility = createRoute({
+  operationId: "changeVisibility",
   method: "post",
   path: "/v1/queues/{name}/visibility",
   tags,
@@ -169,6 +181,7 @@ const changeVisibility = createRoute({
 });
 
 const redriveMessages = createRoute({
+  operationId: "redriveMessages",
   method: "post",
   path: "/v1/queues/{name}/redrive",
   tags,

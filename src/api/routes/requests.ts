@@ -21,6 +21,7 @@ export interface RequestRouteDeps {
 const tags = ["requests"];
 
 const sendRequest = createRoute({
+  operationId: "sendRequest",
   method: "post",
   path: "/v1/queues/{name}/requests",
   tags,
@@ -40,6 +41,7 @@ const sendRequest = createRoute({
 });
 
 const getTask = createRoute({
+  operationId: "getTask",
   method: "get",
   path: "/v1/tasks/{taskId}",
   tags,
@@ -53,6 +55,7 @@ const getTask = createRoute({
 });
 
 const replyTask = createRoute({
+  operationId: "replyToTask",
   method: "post",
   path: "/v1/tasks/{taskId}/reply",
   tags,

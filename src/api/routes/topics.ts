@@ -36,6 +36,7 @@ import {
 const TAG = ["topics"];
 
 const createTopic = createRoute({
+  operationId: "createTopic",
   method: "put",
   path: "/v1/topics/{name}",
   tags: TAG,
@@ -50,6 +51,7 @@ const createTopic = createRoute({
 });
 
 const configureTopic = createRoute({
+  operationId: "configureTopic",
   method: "patch",
   path: "/v1/topics/{name}",
   tags: TAG,
@@ -60,6 +62,7 @@ const configureTopic = createRoute({
 });
 
 const getTopic = createRoute({
+  operationId: "getTopic",
   method: "get",
   path: "/v1/topics/{name}",
   tags: TAG,
@@ -70,6 +73,7 @@ const getTopic = createRoute({
 });
 
 const listTopics = createRoute({
+  operationId: "listTopics",
   method: "get",
   path: "/v1/topics",
   tags: TAG,
@@ -80,6 +84,7 @@ const listTopics = createRoute({
 });
 
 const deleteTopic = createRoute({
+  operationId: "deleteTopic",
   method: "delete",
   path: "/v1/topics/{name}",
   tags: TAG,
@@ -90,6 +95,7 @@ const deleteTopic = createRoute({
 });
 
 const publish = createRoute({
+  operationId: "publishMessages",
   method: "post",
   path: "/v1/topics/{name}/messages",
   tags: TAG,
@@ -103,6 +109,7 @@ const publish = createRoute({
 });
 
 const peek = createRoute({
+  operationId: "peekTopicMessages",
   method: "get",
   path: "/v1/topics/{name}/messages",
   tags: TAG,
@@ -113,6 +120,7 @@ const peek = createRoute({
 });
 
 const subscribe = createRoute({
+  operationId: "createSubscription",
   method: "put",
   path: "/v1/topics/{name}/subscriptions/{sub}",
   tags: TAG,
@@ -127,6 +135,7 @@ const subscribe = createRoute({
 });
 
 const getSubscription = createRoute({
+  operationId: "getSubscription",
   method: "get",
   path: "/v1/topics/{name}/subscriptions/{sub}",
   tags: TAG,
@@ -137,6 +146,7 @@ const getSubscription = createRoute({
 });
 
 const listSubscriptions = createRoute({
+  operationId: "listSubscriptions",
   method: "get",
   path: "/v1/topics/{name}/subscriptions",
   tags: TAG,
@@ -147,6 +157,7 @@ const listSubscriptions = createRoute({
 });
 
 const unsubscribe = createRoute({
+  operationId: "deleteSubscription",
   method: "delete",
   path: "/v1/topics/{name}/subscriptions/{sub}",
   tags: TAG,
@@ -158,12 +169,14 @@ const unsubscribe = createRoute({
 
 function subRoute<B extends z.ZodType, R extends z.ZodType>(
   action: string,
+  operationId: string,
   summary: string,
   schema: B,
   result: R,
   required = true,
 ) {
   return createRoute({
+    operationId,
     method: "post",
     path: `/v1/topics/{name}/subscriptions/{sub}/${action}`,
     tags: TAG,
@@ -176,6 +189,7 @@ function subRoute<B extends z.ZodType, R extends z.ZodType>(
 
 const receive = subRoute(
   "receive",
+  "receiveSubscriptionMessages",
   "Receive up to `max` messages, waiting up to `waitSeconds` for one",
   TopicReceiveBody,
   TopicDeliveriesSchema,
@@ -183,24 +197,28 @@ const receive = subRoute(
 );
 const ack = subRoute(
   "ack",
+  "ackSubscriptionMessages",
   "Acknowledge deliveries by receipt (per-receipt results)",
   TopicAckBody,
   ReceiptResultsSchema,
 );
 const nack = subRoute(
   "nack",
+  "nackSubscriptionMessages",
   "Release deliveries for redelivery, now or after `delaySeconds`",
   TopicNackBody,
   ReceiptResultsSchema,
 );
 const visibility = subRoute(
   "visibility",
+  "changeSubscriptionVisibility",
   "Change the visibility deadline of deliveries",
   TopicVisibilityBody,
   ReceiptResultsSchema,
 );
 const seek = subRoute(
   "seek",
+  "seekSubscription",
   "Move the subscription to an offset or a time; drops its in-flight and pending deliveries " +
     "(its creator, the topic owner or an admin)",
   SeekBody,
@@ -208,6 +226,7 @@ const seek = subRoute(
 );
 const redrive = subRoute(
   "redrive",
+  "redriveSubscriptionMessages",
   "Move dead letters back for redelivery (creator, topic owner or admin)",
   RedriveBody,
   RedriveResultSchema,
@@ -215,6 +234,7 @@ const redrive = subRoute(
 );
 
 const peekDead = createRoute({
+  operationId: "peekSubscriptionDeadLetters",
   method: "get",
   path: "/v1/topics/{name}/subscriptions/{sub}/messages",
   tags: TAG,

@@ -21,6 +21,7 @@ import { loginRefusal } from "./auth.ts";
 const json = <T>(schema: T) => ({ "application/json": { schema } });
 
 const createUser = createRoute({
+  operationId: "createUser",
   method: "post",
   path: "/v1/users",
   tags: ["users"],
@@ -35,6 +36,7 @@ const createUser = createRoute({
 });
 
 const listUsers = createRoute({
+  operationId: "listUsers",
   method: "get",
   path: "/v1/users",
   tags: ["users"],
@@ -49,6 +51,7 @@ const listUsers = createRoute({
 });
 
 const getUser = createRoute({
+  operationId: "getUser",
   method: "get",
   path: "/v1/users/{name}",
   tags: ["users"],
@@ -62,6 +65,7 @@ const getUser = createRoute({
 });
 
 const deleteUser = createRoute({
+  operationId: "deleteUser",
   method: "delete",
   path: "/v1/users/{name}",
   tags: ["users"],
@@ -76,6 +80,7 @@ const deleteUser = createRoute({
 });
 
 const changePassword = createRoute({
+  operationId: "changePassword",
   method: "put",
   path: "/v1/users/{name}/password",
   tags: ["users"],
@@ -104,6 +109,7 @@ const RATE_LIMIT_TEXT = "Each user's calls are counted in a token bucket across 
   "takes effect on every node within a fraction of a second.";
 
 const getRateLimit = createRoute({
+  operationId: "getUserRateLimit",
   method: "get",
   path: RATE_LIMIT_PATH,
   tags: ["users"],
@@ -118,6 +124,7 @@ const getRateLimit = createRoute({
 });
 
 const setRateLimit = createRoute({
+  operationId: "setUserRateLimit",
   method: "put",
   path: RATE_LIMIT_PATH,
   tags: ["users"],
@@ -136,6 +143,7 @@ const setRateLimit = createRoute({
 });
 
 const clearRateLimit = createRoute({
+  operationId: "clearUserRateLimit",
   method: "delete",
   path: RATE_LIMIT_PATH,
   tags: ["users"],

@@ -176,7 +176,7 @@ export class ConsumerSession extends StreamSession {
       })();
       this.#lastDelivery = delivered.catch(() => {});
       const tracked: Promise<void> = delivered.catch((err) => {
-        console.error(`stream ${this.deps.base}: a receive failed: ${err}`);
+        this.deps.log.warn({ err }, `stream ${this.deps.base}: a receive failed`);
       }).finally(() => this.#inFlight.delete(tracked));
       this.#inFlight.add(tracked);
     }

@@ -33,12 +33,15 @@ import {
 } from "./protocol.ts";
 import { type AppFetch, InProcessRest } from "./rest.ts";
 import type { SessionDeps } from "./session.ts";
+import { type Logger, silentLogger } from "../../log/logger.ts";
 
 export { StreamHub } from "./hub.ts";
 
 /** What the stream endpoints need (a part of ApiDeps). */
 export interface StreamRouteDeps {
   config: Pick<Config, "maxBodyBytes">;
+  /** The node's log (absent: nothing logged). */
+  log?: Logger;
   tokens: TokenService;
   limiter: RateLimiter;
   queues: QueueService;
@@ -254,6 +257,7 @@ async function upgrade(
     base: url.pathname.slice(0, url.pathname.lastIndexOf("/")),
     kind: endpoint.kind,
     maxBodyBytes: deps.config.maxBodyBytes,
+    log: (deps.log ?? silentLogger()).child({ reqId: c.get("reqId") }),
   };
   if (query) new ConsumerSession(session, query);
   else new ProducerSession(session);

@@ -154,7 +154,7 @@ export class ProducerSession extends StreamSession {
         }
       }
     } catch (err) {
-      console.error(`stream ${this.deps.base}: producer failed: ${err}`);
+      this.deps.log.error({ err }, `stream ${this.deps.base}: producer failed`);
       this.end(1011, "internal error");
     } finally {
       this.#busy = false;

@@ -10,6 +10,7 @@ import { problemBody } from "../problem.ts";
 import type { HubMember, StreamHub } from "./hub.ts";
 import { CLOSE, type ErrorFrame, MAX_CONTEXT_CHARS, MAX_FRAME_BYTES } from "./protocol.ts";
 import type { InProcessRest, RestAnswer } from "./rest.ts";
+import type { Logger } from "../../log/logger.ts";
 
 /** How often an open socket checks that its token still holds (expiry, user deleted). */
 export const TOKEN_CHECK_MS = 2_000;
@@ -35,6 +36,8 @@ export interface SessionDeps {
   maxBodyBytes: number;
   /** Token check interval (default TOKEN_CHECK_MS). */
   tokenCheckMs?: number;
+  /** Where failures go, with the upgrade request's id. */
+  log: Logger;
 }
 
 /** The close code that ends a stream refused with `status` for good, if any. */
@@ -179,7 +182,7 @@ export abstract class StreamSession implements HubMember {
     this.#ended = true;
     clearInterval(this.#tokenTimer);
     this.cleanup()
-      .catch((err) => console.error(`stream ${this.deps.base}: releasing failed: ${err}`))
+      .catch((err) => this.deps.log.warn({ err }, `stream ${this.deps.base}: releasing failed`))
       .finally(() => {
         this.deps.hub.delete(this);
         this.#finish();

@@ -7,11 +7,22 @@ import {
   deleteCommand,
   type EntityKind,
   listCommand,
-  reportAck,
   showAccess,
 } from "../entities.ts";
 import { bytes, duration, keyValues, table, time } from "../output.ts";
-import { bodyCell, RECEIVE_HELP, RECEIVE_OPTIONS, receiveCommand } from "../receive.ts";
+import {
+  bodyCell,
+  RECEIPTS_HELP,
+  receiptsFrom,
+  RECEIVE_HELP,
+  RECEIVE_OPTIONS,
+  receiveCommand,
+  releasedLine,
+  settleReceipts,
+  VISIBILITY_OPTION_HELP,
+  visibilityLine,
+  visibilityTimeout,
+} from "../receive.ts";
 import { sendInput } from "../send.ts";
 
 const CONFIG_OPTIONS = {
@@ -354,15 +365,89 @@ Examples:
   },
 };
 
+/** Longest nack delay of a queue (the server's limit). */
+const NACK_DELAY_MAX = 900;
+
 const ack: Command = {
   name: "ack",
   summary: "acknowledge deliveries by receipt",
-  usage: "momd queue ack NAME RECEIPT...",
-  help: "Acknowledges deliveries (their messages are deleted) by the receipts receive printed.",
+  usage: "momd queue ack NAME [RECEIPT...]",
+  help: `Acknowledges deliveries (their messages are deleted) by the receipts receive printed.
+
+${RECEIPTS_HELP}
+
+Examples:
+  momd queue ack jobs MDFNODNW...
+  momd queue receive jobs --max 10 --json | momd queue ack jobs`,
   async run(ctx: Ctx) {
-    if (ctx.positionals.length < 2) throw new UsageError("missing NAME or RECEIPT", "queue ack");
-    const [name, ...receipts] = ctx.positionals;
-    return await reportAck(ctx, await (await ctx.client()).queues.ack(name, receipts));
+    if (ctx.positionals.length < 1) throw new UsageError("missing NAME", "queue ack");
+    const [name, ...args] = ctx.positionals;
+    const receipts = await receiptsFrom(ctx, args, "queue ack");
+    const client = await ctx.client();
+    return await settleReceipts(ctx, receipts, {
+      settle: (batch) => client.queues.ack(name, batch),
+      done: (ok) => `acknowledged ${ok} message(s)\n`,
+    });
+  },
+};
+
+const nack: Command = {
+  name: "nack",
+  summary: "release deliveries for redelivery by receipt",
+  usage: "momd queue nack NAME [RECEIPT...] [--delay SECS]",
+  help: `Releases deliveries without acknowledging them: their messages are delivered again, at
+once (first in line) or after --delay. The release counts as a delivery attempt: a message
+that has had the queue's max deliveries goes to its dead letters instead.
+
+${RECEIPTS_HELP}
+
+Options:
+  --delay SECS   deliver again after this delay, 0-${NACK_DELAY_MAX} (default 0: at once)
+
+Examples:
+  momd queue nack jobs MDFNODNW... --delay 30
+  momd queue receive jobs --max 10 --json | momd queue nack jobs`,
+  options: { delay: { type: "string" } },
+  async run(ctx: Ctx) {
+    if (ctx.positionals.length < 1) throw new UsageError("missing NAME", "queue nack");
+    const [name, ...args] = ctx.positionals;
+    const delaySeconds = int(ctx.values, "delay", { max: NACK_DELAY_MAX });
+    const receipts = await receiptsFrom(ctx, args, "queue nack");
+    const client = await ctx.client();
+    return await settleReceipts(ctx, receipts, {
+      settle: (batch) => client.queues.nack(name, batch, { delaySeconds }),
+      done: (ok) => releasedLine(ok, delaySeconds),
+    });
+  },
+};
+
+const visibility: Command = {
+  name: "visibility",
+  summary: "extend or shorten the visibility timeout of deliveries",
+  usage: "momd queue visibility NAME [RECEIPT...] --timeout SECS",
+  help: `Moves the visibility deadline of deliveries to --timeout seconds from now: more time for
+long work (the receipts stay valid), or less. 0 ends the deliveries at once: their messages
+may be delivered again (without counting as a nack).
+
+${RECEIPTS_HELP}
+
+Options:
+${VISIBILITY_OPTION_HELP}
+
+Example:
+  momd queue visibility jobs MDFNODNW... --timeout 600`,
+  options: { timeout: { type: "string" } },
+  async run(ctx: Ctx) {
+    if (ctx.positionals.length < 1) throw new UsageError("missing NAME", "queue visibility");
+    const [name, ...args] = ctx.positionals;
+    const timeout = visibilityTimeout(ctx, "queue visibility");
+    const receipts = await receiptsFrom(ctx, args, "queue visibility");
+    const client = await ctx.client();
+    return await settleReceipts(ctx, receipts, {
+      settle: (batch) =>
+        client.queues.changeVisibility(name, { receipts: batch, visibilitySeconds: timeout }),
+      done: (ok) => visibilityLine(ok, timeout),
+    });
   },
 };
 
@@ -383,5 +468,7 @@ export const queueGroup: Group = {
     send,
     receive,
     ack,
+    nack,
+    visibility,
   ],
 };

@@ -1,17 +1,29 @@
 /** `momd topic ...`: manage topics and subscriptions, publish, receive. */
-import type { Subscription, Topic, TopicConfigPatch } from "../../client/mod.ts";
+import type { Subscription, SubscriptionRef, Topic, TopicConfigPatch } from "../../client/mod.ts";
 import { attributes, int, need, str, UsageError, type Values } from "../args.ts";
-import type { Command, Group } from "../context.ts";
+import type { Command, Ctx, Group } from "../context.ts";
 import {
   accessFrom,
   deleteCommand,
   type EntityKind,
   listCommand,
-  reportAck,
   showAccess,
 } from "../entities.ts";
 import { bytes, duration, keyValues, table, time } from "../output.ts";
-import { bodyCell, RECEIVE_HELP, RECEIVE_OPTIONS, receiveCommand } from "../receive.ts";
+import {
+  bodyCell,
+  RECEIPTS_HELP,
+  receiptsFrom,
+  RECEIVE_HELP,
+  RECEIVE_OPTIONS,
+  receiveCommand,
+  releasedLine,
+  settleReceipts,
+  VISIBILITY_MAX,
+  VISIBILITY_OPTION_HELP,
+  visibilityLine,
+  visibilityTimeout,
+} from "../receive.ts";
 import { sendInput } from "../send.ts";
 
 const CONFIG_OPTIONS = {
@@ -22,6 +34,7 @@ const CONFIG_OPTIONS = {
   "visibility-timeout": { type: "string" },
   "max-deliveries": { type: "string" },
   restricted: { type: "boolean" },
+  unrestricted: { type: "boolean" },
   sender: { type: "string", multiple: true },
   receiver: { type: "string", multiple: true },
 } as const;
@@ -34,6 +47,7 @@ const CONFIG_HELP =
   --visibility-timeout SECS default visibility timeout of new subscriptions
   --max-deliveries N        default deliveries before dead-lettering, for new subscriptions
   --restricted              only the owner, admins and the listed users may publish/receive
+  --unrestricted            any authenticated user may publish and receive (default)
   --sender USER             may publish when restricted (repeat for several)
   --receiver USER           may subscribe and receive when restricted (repeat for several)`;
 
@@ -106,6 +120,44 @@ function subscriptionTable(subs: Subscription[]): string {
   );
 }
 
+function showSubscription(s: Subscription): string {
+  return keyValues([
+    ["topic", s.topic],
+    ["subscription", s.name],
+    ["creator", s.creator],
+    ["created", time(s.createdAt)],
+    ["start", s.config.start],
+    ["position", s.stats.position],
+    ["lag", s.stats.lag],
+    ["in flight", s.stats.inFlight],
+    ["pending redelivery", s.stats.pendingRedelivery],
+    ["dead letters", s.stats.deadLettered],
+    ["skipped", s.stats.skipped],
+    ["visibility timeout", duration(s.config.visibilityTimeoutSeconds)],
+    ["max deliveries", s.config.maxDeliveries],
+  ]);
+}
+
+/** "subscription 'audit' of topic 'events'", for messages. */
+function subLabel(ref: SubscriptionRef): string {
+  return `subscription '${ref.subscription}' of topic '${ref.topic}'`;
+}
+
+/** TOPIC and SUBSCRIPTION, then the receipts (as arguments or from standard input). */
+async function receiptArgs(
+  ctx: Ctx,
+  helpFor: string,
+): Promise<{ ref: SubscriptionRef; receipts: string[] }> {
+  if (ctx.positionals.length < 2) {
+    throw new UsageError(
+      `missing ${ctx.positionals.length ? "SUBSCRIPTION" : "TOPIC and SUBSCRIPTION"}`,
+      helpFor,
+    );
+  }
+  const [topic, subscription, ...args] = ctx.positionals;
+  return { ref: { topic, subscription }, receipts: await receiptsFrom(ctx, args, helpFor) };
+}
+
 const create: Command = {
   name: "create",
   summary: "create a topic (same configuration again: no change)",
@@ -124,6 +176,33 @@ Example:
     const t = await (await ctx.client()).topics.create(name, configFrom(ctx.values));
     if (ctx.json) return void await ctx.printJson(t);
     await ctx.out(t.created ? `created topic '${name}'\n` : `topic '${name}' exists already\n`);
+  },
+};
+
+const configure: Command = {
+  name: "configure",
+  summary: "change some settings of a topic (owner or admin)",
+  usage: "momd topic configure NAME [options]",
+  help: `Changes the given settings of a topic and leaves the others as they are. A shorter
+retention applies at once: the messages beyond it leave the log at the next publish or
+receive (subscriptions behind them count them as skipped). --visibility-timeout and
+--max-deliveries are the defaults of subscriptions created later.
+
+Options:
+${CONFIG_HELP}
+
+Example:
+  momd topic configure events --retention 3600 --retention-messages 100000`,
+  options: CONFIG_OPTIONS,
+  async run(ctx) {
+    const [name] = need(ctx.positionals, ["NAME"], "topic configure");
+    const patch = configFrom(ctx.values);
+    if (Object.keys(patch).length === 0) {
+      throw new UsageError("nothing to change: give at least one option", "topic configure");
+    }
+    const t = await (await ctx.client()).topics.configure(name, patch);
+    if (ctx.json) return void await ctx.printJson(t);
+    await ctx.out(showTopic(t));
   },
 };
 
@@ -301,6 +380,25 @@ const subscriptions: Command = {
   },
 };
 
+const subscription: Command = {
+  name: "subscription",
+  summary: "show one subscription's position, counts and settings",
+  usage: "momd topic subscription TOPIC SUBSCRIPTION",
+  help: `Shows a subscription: its creator, start, position and lag, deliveries in flight and
+pending redelivery, dead letters, messages skipped (retention took them first), and its
+visibility timeout and max deliveries.`,
+  async run(ctx) {
+    const [topic, subscription] = need(
+      ctx.positionals,
+      ["TOPIC", "SUBSCRIPTION"],
+      "topic subscription",
+    );
+    const s = await (await ctx.client()).topics.getSubscription({ topic, subscription });
+    if (ctx.json) return void await ctx.printJson(s);
+    await ctx.out(showSubscription(s));
+  },
+};
+
 const receive: Command = {
   name: "receive",
   summary: "receive messages of a subscription (--ack, --follow)",
@@ -376,16 +474,147 @@ Example:
 const ack: Command = {
   name: "ack",
   summary: "acknowledge deliveries of a subscription by receipt",
-  usage: "momd topic ack TOPIC SUBSCRIPTION RECEIPT...",
-  help: "Acknowledges deliveries of a subscription by the receipts receive printed.",
+  usage: "momd topic ack TOPIC SUBSCRIPTION [RECEIPT...]",
+  help: `Acknowledges deliveries of a subscription by the receipts receive printed.
+
+${RECEIPTS_HELP}
+
+Example:
+  momd topic receive events audit --max 10 --json | momd topic ack events audit`,
   async run(ctx) {
-    if (ctx.positionals.length < 3) {
-      throw new UsageError("missing TOPIC, SUBSCRIPTION or RECEIPT", "topic ack");
+    const { ref, receipts } = await receiptArgs(ctx, "topic ack");
+    const client = await ctx.client();
+    return await settleReceipts(ctx, receipts, {
+      settle: (batch) => client.topics.ack(ref, batch),
+      done: (ok) => `acknowledged ${ok} message(s)\n`,
+    });
+  },
+};
+
+const nack: Command = {
+  name: "nack",
+  summary: "release deliveries of a subscription for redelivery",
+  usage: "momd topic nack TOPIC SUBSCRIPTION [RECEIPT...] [--delay SECS]",
+  help: `Releases deliveries of a subscription without acknowledging them: their messages are
+delivered again, at once or after --delay. The release counts as a delivery attempt: a message
+that has had the subscription's max deliveries goes to its dead letters instead.
+
+${RECEIPTS_HELP}
+
+Options:
+  --delay SECS   deliver again after this delay, 0-${VISIBILITY_MAX} (default 0: at once)
+
+Example:
+  momd topic nack events audit MTIuX3...  --delay 60`,
+  options: { delay: { type: "string" } },
+  async run(ctx) {
+    const delaySeconds = int(ctx.values, "delay", { max: VISIBILITY_MAX });
+    const { ref, receipts } = await receiptArgs(ctx, "topic nack");
+    const client = await ctx.client();
+    return await settleReceipts(ctx, receipts, {
+      settle: (batch) => client.topics.nack(ref, batch, { delaySeconds }),
+      done: (ok) => releasedLine(ok, delaySeconds),
+    });
+  },
+};
+
+const visibility: Command = {
+  name: "visibility",
+  summary: "extend or shorten the visibility timeout of deliveries of a subscription",
+  usage: "momd topic visibility TOPIC SUBSCRIPTION [RECEIPT...] --timeout SECS",
+  help: `Moves the visibility deadline of deliveries of a subscription to --timeout seconds from
+now: more time for long work (the receipts stay valid), or less. 0 ends the deliveries at once:
+their messages may be delivered again.
+
+${RECEIPTS_HELP}
+
+Options:
+${VISIBILITY_OPTION_HELP}
+
+Example:
+  momd topic visibility events audit MTIuX3... --timeout 600`,
+  options: { timeout: { type: "string" } },
+  async run(ctx) {
+    const timeout = visibilityTimeout(ctx, "topic visibility");
+    const { ref, receipts } = await receiptArgs(ctx, "topic visibility");
+    const client = await ctx.client();
+    return await settleReceipts(ctx, receipts, {
+      settle: (batch) =>
+        client.topics.changeVisibility(ref, { receipts: batch, visibilitySeconds: timeout }),
+      done: (ok) => visibilityLine(ok, timeout),
+    });
+  },
+};
+
+const deadLetters: Command = {
+  name: "dead-letters",
+  summary: "list a subscription's dead letters",
+  usage: "momd topic dead-letters TOPIC SUBSCRIPTION [--limit N] [--offset N]",
+  help: `Lists the dead letters of a subscription, oldest first, without removing them: the
+messages delivered its max deliveries times without an ack. 'momd topic redrive' delivers
+them again. With --json, the API's answer: {"messages": [...], "total"}.
+
+Options:
+  --limit N    at most N messages, 1-100 (default 10)
+  --offset N   skip the first N (default 0)`,
+  options: { limit: { type: "string" }, offset: { type: "string" } },
+  async run(ctx) {
+    const [topic, subscription] = need(
+      ctx.positionals,
+      ["TOPIC", "SUBSCRIPTION"],
+      "topic dead-letters",
+    );
+    const ref = { topic, subscription };
+    const res = await (await ctx.client()).topics.deadLetters(ref, {
+      limit: int(ctx.values, "limit", { min: 1, max: 100 }),
+      skip: int(ctx.values, "offset"),
+    });
+    if (ctx.json) return void await ctx.printJson(res);
+    if (res.messages.length === 0) {
+      const none = res.total ? `no more dead letters (${res.total} in all)` : "no dead letters";
+      return void await ctx.err(`${none} in ${subLabel(ref)}\n`);
     }
-    const [topic, subscription, ...receipts] = ctx.positionals;
-    return await reportAck(
-      ctx,
-      await (await ctx.client()).topics.ack({ topic, subscription }, receipts),
+    await ctx.out(table(
+      ["OFFSET", "DELIVERIES", "DEAD SINCE", "KEY", "BODY"],
+      res.messages.map((m) => [
+        m.offset,
+        m.deliveryCount,
+        time(m.deadLetteredAt),
+        m.key,
+        bodyCell(m.body),
+      ]),
+    ));
+    if (res.total > res.messages.length) {
+      await ctx.err(`${res.messages.length} of ${res.total} dead letter(s) shown\n`);
+    }
+  },
+};
+
+const redrive: Command = {
+  name: "redrive",
+  summary: "deliver a subscription's dead letters again (creator, owner, admin)",
+  usage: "momd topic redrive TOPIC SUBSCRIPTION [--max N]",
+  help: `Moves dead letters of a subscription back for redelivery, oldest first, with their
+delivery counts reset (its creator, the topic's owner or an admin). Those whose message
+retention took meanwhile are dropped and counted as expired.
+
+Options:
+  --max N   move at most N (default: up to 10000)`,
+  options: { max: { type: "string" } },
+  async run(ctx) {
+    const [topic, subscription] = need(
+      ctx.positionals,
+      ["TOPIC", "SUBSCRIPTION"],
+      "topic redrive",
+    );
+    const ref = { topic, subscription };
+    const max = int(ctx.values, "max", { min: 1, max: 10_000 });
+    const res = await (await ctx.client()).topics.redrive(ref, max ? { max } : {});
+    if (ctx.json) return void await ctx.printJson(res);
+    await ctx.out(
+      `moved ${res.moved} dead letter(s) back to ${subLabel(ref)}` +
+        (res.expired ? `, ${res.expired} expired on the way` : "") +
+        `; ${res.remaining} left\n`,
     );
   },
 };
@@ -399,14 +628,20 @@ export const topicGroup: Group = {
     create,
     listCommand(TOPICS),
     get,
+    configure,
     del,
     publish,
     peek,
     subscribe,
     unsubscribe,
     subscriptions,
+    subscription,
     receive,
     ack,
+    nack,
+    visibility,
     seek,
+    deadLetters,
+    redrive,
   ],
 };
