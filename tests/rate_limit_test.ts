@@ -10,6 +10,7 @@ import {
 import { UserStore } from "../src/auth/users.ts";
 import { userKeys } from "../src/broker/keys.ts";
 import { settlesDeliveredWork } from "../src/api/middleware/rate_limit.ts";
+import { createLogger } from "../src/log/logger.ts";
 
 /** A clock the test moves instead of sleeping. */
 function testClock(start = 1_000_000) {
@@ -261,10 +262,14 @@ Deno.test("rate limit: without Redis the node still limits its own calls", async
     retryStrategy: () => null,
   });
   client.on("error", () => {});
-  const warn = console.warn;
   const warnings: string[] = [];
-  console.warn = (msg: string) => warnings.push(msg);
+  const log = createLogger({
+    nodeId: "t",
+    level: "warn",
+    destination: { write: (line: string) => void warnings.push(line) },
+  });
   const limiter = new RedisRateLimiter(client, {
+    log,
     defaultLimit: { requestsPerSecond: 0.01, burst: 2 },
     loginFailuresPerMinute: 5,
     syncIntervalMs: 60_000,
@@ -274,10 +279,10 @@ Deno.test("rate limit: without Redis the node still limits its own calls", async
     await limiter.flush(); // fails quietly; the count stays local
     await limiter.flush();
     assert.equal(warnings.length, 1, warnings.join("\n"));
+    assert.match(JSON.parse(warnings[0]).msg, /cannot sync with the users Redis/);
     assert.ok((await limiter.take("offline")).allowed);
     assert.equal((await limiter.take("offline")).allowed, false);
   } finally {
-    console.warn = warn;
     await limiter.close();
     client.disconnect();
   }
