@@ -1,5 +1,5 @@
 import type { Redis } from "ioredis";
-import { claimDataFormat, connectRedis, DataFormatError } from "./src/redis.ts";
+import { claimDataFormat, connectRedis, DataFormatError, DataFormatGuard } from "./src/redis.ts";
 import { ConfigError, configHelp, loadConfig } from "./src/config/load.ts";
 import type { Config } from "./src/config/schema.ts";
 import { UserStore } from "./src/auth/users.ts";
@@ -93,9 +93,14 @@ export async function startNode(
   const backupRedis = connectRedis(config.backupRedisUrl, `momd-${config.nodeId}-backup`, {
     log: warn,
   });
-  await claimDataFormat(backupRedis, "MOMD_BACKUP_REDIS_URL (the backup Redis)").catch((err) => {
+  const backupFormat = new DataFormatGuard(
+    backupRedis,
+    "MOMD_BACKUP_REDIS_URL (the backup Redis)",
+  );
+  await backupFormat.verify().catch((err) => {
     if (err instanceof DataFormatError) throw err;
-    // Unreachable: the node serves without backups until it is back (see above).
+    // Unreachable: the node serves without backups until it is back (see above), and checks
+    // the format before its first use then.
   });
   const cluster = config.zookeeper
     ? await ClusterNode.connect(config, local, {
@@ -115,6 +120,7 @@ export async function startNode(
     epochOf: cluster ? (e) => cluster.epochOf(e) : () => 0,
     replicaSnapshot: cluster ? (e) => cluster.replicaSnapshot(e) : undefined,
     intervalMs: config.backupIntervalMs,
+    verify: () => backupFormat.verify(),
     log: warn,
   });
   let guard: StoreGuard | undefined;
@@ -124,8 +130,17 @@ export async function startNode(
     log: warn,
   });
   // What a restore from the backup did, as a cluster event.
-  const restore = (entity: EntityRef) =>
-    restoreBeforeServing(local, backupRedis, store, entity, {
+  const restore = async (entity: EntityRef) => {
+    try {
+      await backupFormat.verify();
+    } catch (err) {
+      // Unreachable: restoreBeforeServing waits for it. A later format: never read.
+      if (err instanceof DataFormatError) {
+        log.error({ err }, `not restoring ${entity.type}/${entity.name} from the backup`);
+        return undefined;
+      }
+    }
+    return await restoreBeforeServing(local, backupRedis, store, entity, {
       log: warn,
       onRestored: (r) =>
         logEvent(log, {
@@ -135,6 +150,7 @@ export async function startNode(
           epoch: r.backup?.epoch ?? 0,
         }, `restored ${entity.type}/${entity.name} from the backup (${r.replayed ?? 0} records)`),
     });
+  };
   const store = await Store.open(local, {
     admitChange: (op, args) => memory.admit(op, args),
     sink: backup.recordSink(cluster?.sink ?? localOnlySink), // delete records drop backups

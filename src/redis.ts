@@ -75,3 +75,23 @@ export async function claimDataFormat(redis: Redis, store: string): Promise<void
   const found = await redis.eval(CLAIM_FORMAT_LUA, 1, FORMAT_KEY, String(DATA_FORMAT));
   checkDataFormat(Number(found), store);
 }
+
+/**
+ * Checks a Redis's data format before each use after a (re)connection: a Redis that was
+ * unreachable when the node started, or that restarted from other files, is checked when it
+ * answers again, before anything is written to it or read from it.
+ */
+export class DataFormatGuard {
+  #verified = false;
+
+  constructor(readonly redis: Redis, readonly store: string) {
+    redis.on("close", () => this.#verified = false);
+  }
+
+  /** Resolves when the format is one this build reads; throws DataFormatError otherwise. */
+  async verify(): Promise<void> {
+    if (this.#verified) return;
+    await claimDataFormat(this.redis, this.store);
+    this.#verified = true;
+  }
+}

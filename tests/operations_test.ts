@@ -226,6 +226,14 @@ Deno.test("operations: a node logs JSON lines, returns request ids and serves it
       assert.equal(sample(m, "momd_zookeeper_session_up"), undefined);
     });
 
+    await t.step("a deleted queue's counters are dropped", async () => {
+      const gone = await call(url, "DELETE", "/v1/queues/metered", { token });
+      assert.equal(gone.status, 204, gone.body);
+      const m = (await call(url, "GET", "/metrics")).body;
+      assert.equal(sample(m, "momd_queue_messages_total", { queue: "metered" }), undefined);
+      assert.equal(sample(m, "momd_queue_messages", { queue: "metered" }), undefined);
+    });
+
     await t.step("a redelivery is counted as such", async () => {
       const again = await call(url, "PUT", "/v1/queues/again", { token, body: {} });
       assert.equal(again.status, 201);

@@ -57,6 +57,11 @@ export interface BackupSyncOptions {
    * epoch, past its seq), so the atomic read does not hold this node's Redis.
    */
   replicaSnapshot?: (entity: EntityRef) => Promise<EntitySnapshot | undefined>;
+  /**
+   * Runs before every pass and drop: throws (the job fails and is logged) while the backup Redis
+   * holds a data format this build cannot read (DataFormatGuard).
+   */
+  verify?: () => Promise<void>;
   /** Time between the starts of two passes (default 1000 ms). */
   intervalMs?: number;
   /** How long a deleted entity's tombstone refuses late writes (default 24 h). */
@@ -153,6 +158,7 @@ export class BackupSync {
   readonly #owned: BackupSyncOptions["owned"];
   readonly #epochOf: BackupSyncOptions["epochOf"];
   readonly #replicaSnapshot: BackupSyncOptions["replicaSnapshot"];
+  readonly #verify: () => Promise<void>;
   readonly #intervalMs: number;
   readonly #tombstoneTtlMs: number;
   readonly #compactRatio: number;
@@ -183,6 +189,7 @@ export class BackupSync {
     this.#owned = opts.owned;
     this.#epochOf = opts.epochOf;
     this.#replicaSnapshot = opts.replicaSnapshot;
+    this.#verify = opts.verify ?? (() => Promise.resolve());
     this.#intervalMs = opts.intervalMs ?? 1000;
     this.#tombstoneTtlMs = opts.tombstoneTtlMs ?? DEFAULT_TOMBSTONE_TTL_MS;
     this.#compactRatio = opts.compactRatio ?? 4;
@@ -322,7 +329,10 @@ export class BackupSync {
   }
 
   #enqueue<T>(job: () => Promise<T>): Promise<T> {
-    const run = this.#tail.catch(() => {}).then(job);
+    const run = this.#tail.catch(() => {}).then(async () => {
+      await this.#verify();
+      return await job();
+    });
     this.#tail = run;
     return run;
   }

@@ -8,11 +8,22 @@
 /** A message event of a queue or subscription. */
 export type MessageEvent = "sent" | "received" | "redelivered" | "acked" | "nacked";
 
+/** Every message event (a queue's or subscription's counts are forgotten event by event). */
+export const MESSAGE_EVENTS: readonly MessageEvent[] = [
+  "sent",
+  "received",
+  "redelivered",
+  "acked",
+  "nacked",
+];
+
 /** Where the services report message events (`n` > 0). */
 export interface MessageCounters {
   queue(name: string, event: MessageEvent, n: number): void;
   published(topic: string, n: number): void;
   subscription(topic: string, sub: string, event: MessageEvent, n: number): void;
+  /** The entity (or subscription) was deleted: its counts are dropped. */
+  forget(entity: { queue: string } | { topic: string; subscription?: string }): void;
 }
 
 /** Counts nothing (tests, tools). */
@@ -20,6 +31,7 @@ export const NO_COUNTERS: MessageCounters = {
   queue() {},
   published() {},
   subscription() {},
+  forget() {},
 };
 
 /** Counts `received` and, among them, `redelivered` (an attempt after the first). */

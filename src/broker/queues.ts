@@ -425,6 +425,7 @@ export class QueueService {
   /** Deletes the queue and all it holds (owner or admin). */
   async delete(caller: Caller, name: string): Promise<void> {
     await this.store.change(this.#ref(name), "queue_delete", [caller.username, caller.role, ""]);
+    this.#counters.forget({ queue: name });
     this.notifier.notify(this.#wakeKey(name)); // long polls end (with 404)
   }
 

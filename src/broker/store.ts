@@ -309,6 +309,9 @@ export class Store {
    * again from then on). Returns the new incarnation.
    */
   async renew(): Promise<string> {
+    // What took the lost data's place may be a later momd's store: never overwrite it.
+    const format = await this.#redis.hget(STORE_KEY, "format");
+    if (format !== null) checkDataFormat(Number(format), "MOMD_LOCAL_REDIS_URL (the local store)");
     const id = crypto.randomUUID();
     await this.#redis.hset(
       STORE_KEY,

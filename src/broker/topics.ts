@@ -479,6 +479,7 @@ export class TopicService {
   /** Deletes the topic, its log and every subscription (owner or admin). */
   async delete(caller: Caller, name: string): Promise<void> {
     await this.store.change(this.#ref(name), "topic_delete", this.#args(caller));
+    this.#counters.forget({ topic: name });
     this.notifier.notify(this.wakeKey(name)); // long polls end (with 404)
   }
 
@@ -584,6 +585,7 @@ export class TopicService {
   /** Deletes a subscription (its creator, the topic owner or an admin). */
   async unsubscribe(caller: Caller, name: string, sub: string): Promise<void> {
     await this.store.change(this.#ref(name), "topic_unsubscribe", this.#args(caller, sub));
+    this.#counters.forget({ topic: name, subscription: sub });
     this.notifier.notify(this.wakeKey(name)); // its long polls end (with 404)
   }
 

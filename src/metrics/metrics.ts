@@ -16,7 +16,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { BUILD, DATA_FORMAT, VERSION } from "../version.ts";
-import type { MessageCounters } from "../broker/events.ts";
+import { MESSAGE_EVENTS, type MessageCounters } from "../broker/events.ts";
 
 /** Depth of one queue as its owner holds it. */
 export interface QueueGauges {
@@ -195,11 +195,37 @@ export class Metrics {
 
   /** The broker's message events, counted here (src/broker/events.ts). */
   messageCounters(): MessageCounters {
+    // The subscriptions counted per topic, so a deleted topic's series can all be dropped.
+    const subsOf = new Map<string, Set<string>>();
+    const dropSub = (topic: string, subscription: string) => {
+      for (const event of MESSAGE_EVENTS) {
+        this.subscriptionEvents.remove({ topic, subscription, event });
+      }
+    };
     return {
       queue: (queue, event, n) => this.queueEvents.labels(queue, event).inc(n),
       published: (topic, n) => this.topicPublished.labels(topic).inc(n),
-      subscription: (topic, subscription, event, n) =>
-        this.subscriptionEvents.labels(topic, subscription, event).inc(n),
+      subscription: (topic, subscription, event, n) => {
+        let subs = subsOf.get(topic);
+        if (!subs) subsOf.set(topic, subs = new Set());
+        subs.add(subscription);
+        this.subscriptionEvents.labels(topic, subscription, event).inc(n);
+      },
+      forget: (entity) => {
+        if ("queue" in entity) {
+          for (const event of MESSAGE_EVENTS) this.queueEvents.remove(entity.queue, event);
+          return;
+        }
+        const subs = subsOf.get(entity.topic);
+        if (entity.subscription !== undefined) {
+          dropSub(entity.topic, entity.subscription);
+          subs?.delete(entity.subscription);
+          return;
+        }
+        this.topicPublished.remove(entity.topic);
+        for (const sub of subs ?? []) dropSub(entity.topic, sub);
+        subsOf.delete(entity.topic);
+      },
     };
   }
 

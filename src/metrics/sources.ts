@@ -49,7 +49,8 @@ export function metricSources(parts: {
     // One stats script per owned entity, all sent at once (they pipeline on one connection).
     // An entity that moved or went away meanwhile is left out of this scrape.
     async entities() {
-      const refs = await ownedRefs();
+      // The store down: no entity gauges this scrape, but every other metric still answers.
+      const refs = await ownedRefs().catch(() => []);
       const queueRows: QueueGauges[] = [];
       const subRows: SubscriptionGauges[] = [];
       await Promise.all(refs.map(async (ref) => {

@@ -160,14 +160,15 @@ export async function serveOnOwner(
     // A long poll ends on the owner too when its client goes away (no messages taken for
     // nobody); other requests never touch the signal (it costs a watch on the connection).
     const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
-    c.set("forwardedTo", route.owner);
     const started = performance.now();
     try {
       res = await router.forward(route.address, request, principal, signal);
     } catch (err) {
+      // The owner never answered: this node answers (5xx) and counts the request itself.
       opts.metrics?.forwards.labels("error").inc();
       throw err;
     }
+    c.set("forwardedTo", route.owner);
     opts.metrics?.forwards.labels(res.status >= 500 ? "5xx" : "ok").inc();
     opts.metrics?.forwardDuration.observe((performance.now() - started) / 1000);
     // This node acted as a gateway to the owner (RFC 9110 Via): shows a forward happened.

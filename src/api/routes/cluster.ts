@@ -128,30 +128,42 @@ const forget = createRoute({
   },
 });
 
+/** Every name a listing gives, page after page. */
+async function allNames(
+  list: (after?: string) => Promise<{ names: string[]; next: string | null }>,
+): Promise<string[]> {
+  const names: string[] = [];
+  let after: string | undefined;
+  do {
+    const page = await list(after);
+    names.push(...page.names);
+    after = page.next ?? undefined;
+  } while (after !== undefined);
+  return names;
+}
+
 async function singleNodeStatus(deps: ApiDeps): Promise<ClusterStatus> {
-  const entities: ClusterStatus["entities"] = [];
-  for (const q of (await deps.queues.list({ limit: 1000 })).queues) {
-    entities.push({
-      type: "queue",
-      name: q.name,
-      owner: deps.config.nodeId,
-      replicas: [],
-      epoch: 0,
-      lag: {},
-      inSync: [],
-    });
-  }
-  for (const t of (await deps.topics.list({ limit: 1000 })).topics) {
-    entities.push({
-      type: "topic",
-      name: t.name,
-      owner: deps.config.nodeId,
-      replicas: [],
-      epoch: 0,
-      lag: {},
-      inSync: [],
-    });
-  }
+  const entity = (type: "queue" | "topic", name: string) => ({
+    type,
+    name,
+    owner: deps.config.nodeId,
+    replicas: [],
+    epoch: 0,
+    lag: {},
+    inSync: [],
+  });
+  const queues = await allNames(async (after) => {
+    const page = await deps.queues.list({ after, limit: 1000 });
+    return { names: page.queues.map((q) => q.name), next: page.next };
+  });
+  const topics = await allNames(async (after) => {
+    const page = await deps.topics.list({ after, limit: 1000 });
+    return { names: page.topics.map((t) => t.name), next: page.next };
+  });
+  const entities: ClusterStatus["entities"] = [
+    ...queues.map((name) => entity("queue", name)),
+    ...topics.map((name) => entity("topic", name)),
+  ];
   return {
     node: deps.config.nodeId,
     version: VERSION,

@@ -18,13 +18,21 @@ function lag(entries: Record<string, number | null>): string {
   return parts.length ? parts.join(" ") : "-";
 }
 
-/** What makes the cluster degraded: nodes down or not ready, under-replicated entities. */
-export function clusterProblems(status: ClusterStatus): string[] {
+/**
+ * What makes the cluster degraded: nodes down, not ready or not answering, under-replicated
+ * entities. `local`: the status holds only the answering node's view (peers' readiness unknown).
+ */
+export function clusterProblems(status: ClusterStatus, opts: { local?: boolean } = {}): string[] {
   const problems: string[] = [];
   const down = status.nodes.filter((n) => !n.alive).map((n) => n.id);
   if (down.length) problems.push(`node${down.length > 1 ? "s" : ""} down: ${down.join(", ")}`);
   const unready = status.nodes.filter((n) => n.alive && n.ready === false).map((n) => n.id);
   if (unready.length) problems.push(`not ready: ${unready.join(", ")}`);
+  // A live member that did not say whether it is ready (hung, paused, overloaded). A node of a
+  // version that publishes none (version null) predates readiness in the status: not counted.
+  const silent = opts.local ? [] : status.nodes
+    .filter((n) => n.alive && n.ready === null && n.version !== null).map((n) => n.id);
+  if (silent.length) problems.push(`not answering: ${silent.join(", ")}`);
   const under = status.entities.filter((e) => e.replicas.some((r) => !e.inSync.includes(r)));
   if (under.length) {
     const names = under.slice(0, 5).map((e) => `${e.type}/${e.name}`).join(", ");
@@ -115,7 +123,7 @@ Options:
     }
     if (ctx.json) await ctx.printJson(body);
     else await ctx.out(renderClusterStatus(body));
-    const problems = clusterProblems(body);
+    const problems = clusterProblems(body, { local: ctx.values.local === true });
     if (problems.length) {
       throw new CliExit(EXIT.degraded, `the cluster is degraded: ${problems.join("; ")}`);
     }
