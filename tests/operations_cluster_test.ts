@@ -230,6 +230,10 @@ Deno.test(
           .split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
           .filter((l) => l.event);
         assert.ok(events.some((e) => e.event === "in_sync_change"), "in-sync changes are events");
+        assert.ok(
+          events.some((e) => e.event === "controller" && e.role === "elected"),
+          "the controller's election is an event",
+        );
       });
     });
   },

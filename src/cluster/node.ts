@@ -302,6 +302,15 @@ export class ClusterNode implements EntityRouter {
         return member ? await this.peers.position(member.grpc, entity) : null;
       },
     });
+    let controlling = false;
+    this.#controller.onChange((_, isMe) => {
+      if (isMe === controlling) return;
+      controlling = isMe;
+      this.#event(
+        { event: "controller", role: isMe ? "elected" : "resigned" },
+        isMe ? "this node is the controller" : "this node is no longer the controller",
+      );
+    });
     await this.#controller.start();
     for (const entry of this.ownership.list()) this.#onOwnershipChange(entry, entry.entity);
     this.inSync.start();
