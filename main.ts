@@ -176,12 +176,13 @@ export async function startNode(
       downAfterMs: config.storeDownMs,
       onLost: async () => {
         if (await store.currentIdentity() === store.incarnation) return;
-        logEvent(log, {
-          event: "store_lost",
-          previous: store.incarnation,
-          incarnation: "",
-        }, "the local store lost its data; restoring from the backup");
-        await store.renew();
+        const previous = store.incarnation;
+        const incarnation = await store.renew();
+        logEvent(
+          log,
+          { event: "store_lost", previous, incarnation },
+          "the local store lost its data; restoring from the backup",
+        );
         await restoreAll("loss");
       },
       onDown: () => Promise.resolve(),

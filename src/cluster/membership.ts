@@ -125,19 +125,14 @@ export class Membership {
     return (await this.#zk.getChildren(this.#knownDir)).sort();
   }
 
-  /**
-   * Forgets a node that is not live (it was removed for good). Returns false when there was no
-   * such node; throws when it is live.
-   */
-  async forget(id: string): Promise<boolean> {
-    if (this.#members.has(id) || (await this.readLive()).has(id)) {
-      throw new Error(`node '${id}' is live: stop it before forgetting it`);
-    }
+  /** Forgets a node that is not live (it was removed for good); a live one is left alone. */
+  async forget(id: string): Promise<"forgotten" | "unknown" | "live"> {
+    if (this.#members.has(id) || (await this.readLive()).has(id)) return "live";
     try {
       await this.#zk.remove(`${this.#knownDir}/${id}`);
-      return true;
+      return "forgotten";
     } catch (err) {
-      if (isZkError(err, "no_node")) return false;
+      if (isZkError(err, "no_node")) return "unknown";
       throw err;
     }
   }

@@ -729,14 +729,11 @@ export class ClusterNode implements EntityRouter {
 
   /** Forgets a node removed for good, so the cluster no longer counts it as down. */
   async forgetNode(id: string): Promise<boolean> {
-    try {
-      return await this.membership.forget(id);
-    } catch (err) {
-      if (err instanceof Error && /is live/.test(err.message)) {
-        throw new BrokerError("conflict", err.message);
-      }
-      throw err;
+    const outcome = await this.membership.forget(id);
+    if (outcome === "live") {
+      throw new BrokerError("conflict", `node '${id}' is live: stop it before forgetting it`);
     }
+    return outcome === "forgotten";
   }
 
   /**
