@@ -12,9 +12,6 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
-import { ZkSession } from "../src/cluster/zk.ts";
-import { decodeEntry } from "../src/cluster/ownership.ts";
-import type { EntityType } from "../src/broker/keys.ts";
 import { STORE_KEY } from "../src/broker/keys.ts";
 import { type Cluster, type ClusterStatus, withCluster } from "./support/cluster.ts";
 import {
@@ -29,25 +26,8 @@ import {
   SESSION_MS,
   underLoad,
   waitCaughtUp,
+  zooKeeperView,
 } from "./support/faults.ts";
-
-/** `type/name` -> `owner@epoch` as ZooKeeper holds it now. */
-async function zooKeeperView(c: Cluster): Promise<Map<string, string>> {
-  const zk = await ZkSession.open({ connect: c.zookeeper, sessionTimeoutMs: 4000 });
-  try {
-    const out = new Map<string, string>();
-    for (const type of ["queue", "topic"] as EntityType[]) {
-      for (const name of await zk.getChildren(`/momd/entities/${type}`)) {
-        const { data, stat } = await zk.getData(`/momd/entities/${type}/${name}`);
-        const e = decodeEntry({ type, name }, data, stat);
-        out.set(`${type}/${name}`, `${e.owner}@${e.epoch}`);
-      }
-    }
-    return out;
-  } finally {
-    zk.close();
-  }
-}
 
 /** `type/name` -> `owner@epoch` as one node's own cache holds it. */
 async function nodeView(c: Cluster, id: string): Promise<Map<string, string>> {
@@ -135,15 +115,12 @@ Deno.test({
       // A name deleted and created again elsewhere: one owner, every send stored once.
       for (let round = 0; round < 3; round++) {
         const name = `again-${round}`;
-        assert.equal(
-          (await c.call("PUT", `/v1/queues/${name}`, { ...via(a), body: {} })).status,
-          201,
-        );
-        assert.equal((await c.call("DELETE", `/v1/queues/${name}`, via(b))).status, 204);
-        assert.equal(
-          (await c.call("PUT", `/v1/queues/${name}`, { ...via(d), body: {} })).status,
-          201,
-        );
+        const first = await c.call("PUT", `/v1/queues/${name}`, { ...via(a), body: {} });
+        assert.equal(first.status, 201, JSON.stringify(first.body));
+        const deleted = await c.call("DELETE", `/v1/queues/${name}`, via(b));
+        assert.equal(deleted.status, 204, JSON.stringify(deleted.body));
+        const again = await c.call("PUT", `/v1/queues/${name}`, { ...via(d), body: {} });
+        assert.equal(again.status, 201, JSON.stringify(again.body));
         const sends = await Promise.all(
           Array.from({ length: 60 }, (_, i) =>
             c.call("POST", `/v1/queues/${name}/messages`, {

@@ -6,6 +6,12 @@ export type Route =
   | { here: true; owner: string; claimed: boolean }
   | { here: false; owner: string; address: string; claimed: boolean };
 
+/**
+ * How many times a request was forwarded, set by the forwarding node (a client's own is
+ * dropped) and believed only on a forwarded request (middleware/owner_routing.ts).
+ */
+export const FORWARDS_HEADER = "momd-forwards";
+
 const MAY_WAIT = /\/(?:receive|requests)$|^\/v1\/tasks\/[^/]+$/;
 
 /**
@@ -73,19 +79,26 @@ export interface EntityRouter {
   /** Where the entity is served; with `create`, takes the name cluster-wide first if needed. */
   route(entity: EntityRef, opts?: { create?: { creator: string } }): Promise<Route>;
   /**
+   * Whether ZooKeeper names this node the entity's owner (re-read unless this node may write
+   * the entity now). A request another node forwarded on a stale view of ownership (a delete,
+   * a move or a failover it had not heard of yet) goes on to the owner instead of failing here.
+   */
+  isOwner(entity: EntityRef): Promise<boolean>;
+  /**
    * Before serving an entity here: catches up with ZooKeeper if this node does not know yet
    * that it owns the entity (a create or move just happened), and waits for its take-over.
    */
   ready(entity: EntityRef): Promise<void>;
   /**
    * Sends a request to the owner at `address` and returns its answer; `signal` (the client went
-   * away) cancels it there too.
+   * away) cancels it there too; `forwards` counts the forwards of the request, this one included
+   * (1 unless a forwarded request goes on to the owner).
    */
   forward(
     address: string,
     request: Request,
     principal: Principal | null,
-    signal?: AbortSignal,
+    opts?: { signal?: AbortSignal; forwards?: number },
   ): Promise<Response>;
   /**
    * Serves a create or a delete of an entity this node owns: `run` is the handler, `succeeded`

@@ -508,6 +508,12 @@ export class ClusterNode implements EntityRouter {
     return { here: false, owner: entry.owner, address: owner.grpc, claimed };
   }
 
+  async isOwner(entity: EntityRef): Promise<boolean> {
+    if (this.ownership.isWritable(entity)) return true;
+    const entry = await unavailableOnZkError(this.ownership.read(entity));
+    return entry?.owner === this.#config.nodeId;
+  }
+
   async ready(entity: EntityRef): Promise<void> {
     if (!this.ownership.isWritable(entity)) {
       await unavailableOnZkError(this.ownership.read(entity));
@@ -519,13 +525,13 @@ export class ClusterNode implements EntityRouter {
     address: string,
     request: Request,
     principal: Principal | null,
-    signal?: AbortSignal,
+    opts: { signal?: AbortSignal; forwards?: number } = {},
   ): Promise<Response> {
     // A long poll may wait up to MAX_WAIT_MS on the owner; anything else is answered by the
     // owner within the replication ack timeout. A frozen owner fails the call sooner still
     // (gRPC keepalive).
     const deadlineMs = this.#config.forwardTimeoutMs + (mayWait(request.url) ? MAX_WAIT_MS : 0);
-    return this.peers.forwardHttp(address, request, principal, { deadlineMs, signal });
+    return this.peers.forwardHttp(address, request, principal, { ...opts, deadlineMs });
   }
 
   lifecycle(

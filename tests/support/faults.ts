@@ -5,7 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { Redis } from "ioredis";
-import type { EntityRef } from "../../src/broker/keys.ts";
+import type { EntityRef, EntityType } from "../../src/broker/keys.ts";
+import { ZkSession } from "../../src/cluster/zk.ts";
+import { decodeEntry } from "../../src/cluster/ownership.ts";
 import { queueKeys } from "../../src/broker/keys.ts";
 import type { Cluster, ClusterStatus } from "./cluster.ts";
 import { type History, LoadDriver, type Report, summarize } from "./checker.ts";
@@ -196,4 +198,22 @@ export async function underLoad(
 export function busiestOwner(status: ClusterStatus): { id: string; owned: EntityStatus[] } {
   const id = [...status.nodes].sort((x, y) => y.owned - x.owned)[0].id;
   return { id, owned: status.entities.filter((e) => e.owner === id) };
+}
+
+/** `type/name` -> `owner@epoch` as ZooKeeper holds it now. */
+export async function zooKeeperView(c: Cluster): Promise<Map<string, string>> {
+  const zk = await ZkSession.open({ connect: c.zookeeper, sessionTimeoutMs: 4000 });
+  try {
+    const out = new Map<string, string>();
+    for (const type of ["queue", "topic"] as EntityType[]) {
+      for (const name of await zk.getChildren(`/momd/entities/${type}`)) {
+        const { data, stat } = await zk.getData(`/momd/entities/${type}/${name}`);
+        const e = decodeEntry({ type, name }, data, stat);
+        out.set(`${type}/${name}`, `${e.owner}@${e.epoch}`);
+      }
+    }
+    return out;
+  } finally {
+    zk.close();
+  }
 }

@@ -1,7 +1,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { EntityRef } from "../../broker/keys.ts";
-import { type AppEnv, forwardedOf } from "../context.ts";
-import { type OwnerCallOptions, serveHere, serveOnOwner } from "../middleware/owner_routing.ts";
+import type { AppEnv } from "../context.ts";
+import { type OwnerCallOptions, serveOnOwner } from "../middleware/owner_routing.ts";
 import type { EntityRouter } from "../routing.ts";
 import { decodeSegment } from "../schemas/common.ts";
 import { MomName } from "./schemas.ts";
@@ -61,10 +61,6 @@ export function compatRouteToOwner(router: EntityRouter | undefined): Middleware
       deleted: del ? successFlag : undefined,
       request,
     };
-    if (forwardedOf(c)) {
-      c.res = await serveHere(c, next, router, entity, opts);
-      return;
-    }
     return await serveOnOwner(c, next, router, entity, opts);
   };
 }

@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler, Next } from "hono";
 import { type EntityRef, NAME_PATTERN } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
-import { type EntityRouter, mayWait } from "../routing.ts";
+import { type EntityRouter, FORWARDS_HEADER, mayWait } from "../routing.ts";
 import { decodeSegment, EntityName, ListQuery, NAME_RULE } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
 import { invalidRequest } from "../validation.ts";
@@ -71,8 +71,8 @@ function listPage(
  * over gRPC with the caller this node authenticated. Creates take the name cluster-wide first;
  * the owner makes the entity live, or gives the name back when the create failed, and removes
  * its record after a delete (EntityRouter.lifecycle). Listings come from the cluster-wide
- * ownership records. A request another node forwarded is always served here (never forwarded
- * again): if this node is no longer the owner, the store refuses it with 503.
+ * ownership records. A request another node forwarded is served here, or goes on once more
+ * when this node knows it does not own the entity (serveOnOwner).
  */
 export function routeToOwner(router: EntityRouter, metrics?: Metrics): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
@@ -91,11 +91,7 @@ export function routeToOwner(router: EntityRouter, metrics?: Metrics): Middlewar
         ? (res) => Promise.resolve(res.status === 204)
         : undefined,
     };
-    if (forwardedOf(c)) {
-      if (!entity) return next();
-      c.res = await serveHere(c, next, router, entity, opts);
-      return;
-    }
+    if (forwardedOf(c) && !entity) return next();
     const list = LIST_PATH.exec(path);
     if (list && method === "GET") {
       const query = ListQuery.safeParse(c.req.query());
@@ -137,6 +133,25 @@ export interface OwnerCallOptions {
 export const OWNER_HEADER = "momd-owner";
 
 /**
+ * How many times a request may be forwarded: by the node that received it, and once more by a
+ * node it reached on a stale view of ownership (a delete, a move or a failover the first node
+ * had not heard of yet), which re-read ZooKeeper and knows better. The last node serves it
+ * whatever it knows, so two views that disagree cannot bounce it: a node that does not own
+ * the entity refuses it there (503, nothing changed).
+ */
+const MAX_FORWARDS = 2;
+
+/**
+ * How many times a forwarded request was forwarded (0: it came from a client). Nodes of
+ * earlier versions send no count: once.
+ */
+function forwardsOf(c: Context<AppEnv>): number {
+  if (!forwardedOf(c)) return 0;
+  const n = Number(c.req.header(FORWARDS_HEADER));
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
+/**
  * Serves a request about `entity` on its owner: here (after catching up with ZooKeeper) or
  * forwarded with the authenticated caller. The answer names the owner (OWNER_HEADER).
  */
@@ -147,6 +162,11 @@ export async function serveOnOwner(
   entity: EntityRef,
   opts: OwnerCallOptions,
 ): Promise<Response | void> {
+  const forwards = forwardsOf(c);
+  if (forwards >= MAX_FORWARDS || (forwards > 0 && await router.isOwner(entity))) {
+    c.res = await serveHere(c, next, router, entity, opts);
+    return;
+  }
   const principal = c.get("principal");
   const route = await router.route(
     entity,
@@ -162,7 +182,10 @@ export async function serveOnOwner(
     const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
     const started = performance.now();
     try {
-      res = await router.forward(route.address, request, principal, signal);
+      res = await router.forward(route.address, request, principal, {
+        signal,
+        forwards: forwards + 1,
+      });
     } catch (err) {
       // The owner never answered: this node answers (5xx) and counts the request itself.
       opts.metrics?.forwards.labels("error").inc();
