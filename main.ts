@@ -24,7 +24,7 @@ import { listBackups, restoreBeforeServing } from "./src/backup/restore.ts";
 import type { EntityRef } from "./src/broker/keys.ts";
 import { createLogger, logEvent, type Logger } from "./src/log/logger.ts";
 import { Metrics } from "./src/metrics/metrics.ts";
-import { metricSources, OWNERSHIP_CHANGES } from "./src/metrics/sources.ts";
+import { metricSources } from "./src/metrics/sources.ts";
 import { BUILD, VERSION } from "./src/version.ts";
 
 /** A running node. */
@@ -105,10 +105,8 @@ export async function startNode(
   const cluster = config.zookeeper
     ? await ClusterNode.connect(config, local, {
       log,
-      onEvent: (e) => {
-        const change = OWNERSHIP_CHANGES[e.event];
-        if (change) metrics?.ownershipChanges.labels(change).inc();
-      },
+      onEvent: (e) => metrics?.clusterEvent(e),
+      onReleased: (e) => metrics?.released(e),
     })
     : undefined;
   const backup = new BackupSync({

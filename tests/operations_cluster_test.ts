@@ -210,6 +210,41 @@ Deno.test(
         }, { timeoutMs: 30_000 });
       });
 
+      await t.step(
+        "an owner that lost its queue while frozen drops the queue's series; the new owner counts",
+        async () => {
+          const scrape = async (id: string) =>
+            await (await fetch(`${c.nodeUrl(id)}/metrics`)).text();
+          const series = { queue: "watched", event: "sent" };
+          assert.ok((sample(await scrape(owner), "momd_queue_messages_total", series) ?? 0) >= 5);
+          await c.kill(owner, "SIGSTOP");
+          let next = "";
+          try {
+            await c.waitFor("the queue failed over", async () => {
+              const s = await c.cluster({ via: c.nodeUrl(other) });
+              next = s.entities.find((e) => e.name === "watched")?.owner ?? owner;
+              return next !== owner;
+            }, { timeoutMs: 30_000 });
+          } finally {
+            await c.kill(owner, "SIGCONT");
+          }
+          await c.waitFor("the former owner sees the move", async () => {
+            const res = await c.call("GET", "/v1/cluster?scope=local", { base: c.nodeUrl(owner) });
+            const e = (res.body?.entities ?? []).find((e: { name: string }) =>
+              e.name === "watched"
+            );
+            return res.status === 200 && e?.owner === next;
+          }, { timeoutMs: 30_000 });
+          assert.equal(sample(await scrape(owner), "momd_queue_messages_total", series), undefined);
+          const sent = await c.call("POST", "/v1/queues/watched/messages", {
+            base: c.nodeUrl(next),
+            body: { messages: [{ body: "after" }] },
+          });
+          assert.equal(sent.status, 201, JSON.stringify(sent.body));
+          assert.equal(sample(await scrape(next), "momd_queue_messages_total", series), 1);
+        },
+      );
+
       await t.step("every line the nodes logged is JSON with time, level and node", async () => {
         for (const id of c.nodeIds) {
           for (const line of (await c.nodeLog(id)).split("\n")) {

@@ -64,6 +64,8 @@ export interface ClusterNodeOptions {
   log?: Logger;
   /** Told of every cluster event (take-overs, hand-overs, fencing...), after it is logged. */
   onEvent?: (event: ClusterEvent) => void;
+  /** Told when an entity this node owned is no longer its own (moved away, or deleted). */
+  onReleased?: (entity: EntityRef) => void;
 }
 
 const key = (e: EntityRef) => `${e.type}/${e.name}`;
@@ -124,6 +126,7 @@ export class ClusterNode implements EntityRouter {
       storeProbeMs: 250,
       log: silentLogger(),
       onEvent: () => {},
+      onReleased: () => {},
       ...opts,
     };
     this.#log = this.#opts.log;
@@ -796,7 +799,7 @@ export class ClusterNode implements EntityRouter {
     // Its in-sync set may have changed: records waiting for a replica dropped from it go.
     this.shipper.recheck(entity);
     if (!entry || entry.owner !== this.#config.nodeId) {
-      this.#prepared.delete(k);
+      if (this.#prepared.delete(k)) this.#opts.onReleased(entity);
       this.#replicasOf.delete(k);
       return;
     }

@@ -17,6 +17,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { BUILD, DATA_FORMAT, VERSION } from "../version.ts";
 import { MESSAGE_EVENTS, type MessageCounters } from "../broker/events.ts";
+import type { ClusterEvent } from "../log/logger.ts";
+import type { EntityRef } from "../broker/keys.ts";
 
 /** Depth of one queue as its owner holds it. */
 export interface QueueGauges {
@@ -97,6 +99,15 @@ const LATENCY_BUCKETS = [
   10,
   30,
 ];
+
+/** Cluster events counted as ownership changes, by the `change` label they get. */
+const OWNERSHIP_CHANGES: Partial<Record<ClusterEvent["event"], string>> = {
+  take_over: "take_over",
+  hand_over: "hand_over",
+  resign: "resign",
+  fenced: "fenced",
+  store_lost: "store_lost",
+};
 
 /** Every metric of a node. */
 export class Metrics {
@@ -193,8 +204,30 @@ export class Metrics {
     this.#stateGauges(registers, opts.cluster);
   }
 
-  /** The broker's message events, counted here (src/broker/events.ts). */
+  /** Counts a cluster event that changes what this node owns. */
+  clusterEvent(e: ClusterEvent): void {
+    const change = OWNERSHIP_CHANGES[e.event];
+    if (change) this.ownershipChanges.labels(change).inc();
+  }
+
+  /**
+   * An entity this node no longer owns (moved away or deleted) loses its message series here:
+   * its new owner counts from now on, and a series left behind would stay flat until a restart.
+   */
+  released(entity: EntityRef): void {
+    this.messageCounters().forget(
+      entity.type === "queue" ? { queue: entity.name } : { topic: entity.name },
+    );
+  }
+
+  #counters?: MessageCounters;
+
+  /** The broker's message events, counted here (src/broker/events.ts); one set per node. */
   messageCounters(): MessageCounters {
+    return this.#counters ??= this.#newCounters();
+  }
+
+  #newCounters(): MessageCounters {
     // The subscriptions counted per topic, so a deleted topic's series can all be dropped.
     const subsOf = new Map<string, Set<string>>();
     const dropSub = (topic: string, subscription: string) => {

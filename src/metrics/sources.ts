@@ -11,21 +11,11 @@ import type { MemoryWatch } from "../broker/memory.ts";
 import type { BackupSync } from "../backup/sync.ts";
 import { registeredEntities } from "../backup/sync.ts";
 import type { ClusterNode } from "../cluster/node.ts";
-import type { ClusterEvent } from "../log/logger.ts";
 import type { MetricSources, QueueGauges, SubscriptionGauges } from "./metrics.ts";
 import type { Principal } from "../auth/users.ts";
 
 /** The scraper reads stats as an admin would (stats scripts check rights like any caller). */
 const SCRAPER: Principal = { username: "momd-metrics", role: "admin" };
-
-/** Cluster events counted as ownership changes, by the `change` label they get. */
-export const OWNERSHIP_CHANGES: Partial<Record<ClusterEvent["event"], string>> = {
-  take_over: "take_over",
-  hand_over: "hand_over",
-  resign: "resign",
-  fenced: "fenced",
-  store_lost: "store_lost",
-};
 
 const key = (e: EntityRef) => `${e.type}/${e.name}`;
 
