@@ -171,8 +171,11 @@ export class BackupSync {
   readonly #backed = new Map<string, Backed>();
   /** The store's records of each entity not yet in the backup, in the order they came. */
   readonly #pending = new Map<string, ReplicationRecord[]>();
-  /** Entities already reported as missing locally (reported once, not every pass). */
-  readonly #missing = new Set<string>();
+  /**
+   * Owned entities missing locally: passes in a row they were (reported at the second, once; a
+   * create or a delete in progress is missing for a moment). Infinity: deleted on purpose.
+   */
+  readonly #missing = new Map<string, number>();
   /** Deletes whose backup removal failed (backup unreachable): tried again every pass. */
   readonly #pendingDrops = new Map<string, { entity: EntityRef; epoch: number }>();
   /** The pass or forget in progress; the next one runs after it (one at a time). */
@@ -274,7 +277,7 @@ export class BackupSync {
         tombstoneTtlMs: this.#tombstoneTtlMs,
       });
       this.#backed.delete(k);
-      this.#missing.add(k); // gone on purpose: no "missing locally" report
+      this.#missing.set(k, Infinity); // gone on purpose: no "missing locally" report
       if (out.status === "deleted") this.#stats.deleted++;
       if (out.status === "fenced") {
         this.#log(
@@ -367,6 +370,7 @@ export class BackupSync {
     }
     // Records of entities this node no longer writes: when it does again, a snapshot starts.
     for (const k of this.#pending.keys()) if (!writable.has(k)) this.#pending.delete(k);
+    for (const k of this.#missing.keys()) if (!writable.has(k)) this.#missing.delete(k);
     const errors: string[] = [];
     if (entities.length > 0) {
       // One round trip for every owned entity: its seq and incarnation.
@@ -406,10 +410,9 @@ export class BackupSync {
     const k = entityKey(entity);
     if (seqText === null) {
       // Owned but not here: a wiped local Redis, or a delete whose record forget() handles.
-      if (!this.#missing.has(k)) {
-        this.#missing.add(k);
-        this.#log(`backup: ${k} is owned but missing locally; its backup is kept`);
-      }
+      const passes = (this.#missing.get(k) ?? 0) + 1;
+      this.#missing.set(k, passes);
+      if (passes === 2) this.#log(`backup: ${k} is owned but missing locally; its backup is kept`);
       this.#pending.delete(k);
       result.skipped++;
       return;
