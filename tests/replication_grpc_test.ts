@@ -986,6 +986,15 @@ Deno.test({
         () => peers.forwardHttp(down, new Request("http://x/healthz"), null, { deadlineMs: 3000 }),
         isCode("unavailable"),
       );
+      // A change for a node nobody listens at never left: 503 (send it again), not 504.
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const nobody = `127.0.0.1:${listener.addr.port}`;
+      listener.close();
+      const send = new Request("http://x/v1/queues/q/messages", { method: "POST", body: "{}" });
+      await assert.rejects(
+        () => peers.forwardHttp(nobody, send, null, { deadlineMs: 3000 }),
+        (err) => isCode("unavailable")(err) && /No connection/.test((err as BrokerError).detail),
+      );
     } finally {
       peers.close();
       await server.stop();

@@ -461,7 +461,11 @@ export class ClusterNode implements EntityRouter {
     return unavailableOnZkError(this.#route(entity, opts));
   }
 
-  async #route(entity: EntityRef, opts: { create?: { creator: string } }): Promise<Route> {
+  async #route(
+    entity: EntityRef,
+    opts: { create?: { creator: string } },
+    reread = true,
+  ): Promise<Route> {
     let entry = this.ownership.get(entity) ?? await this.ownership.read(entity);
     let claimed = false;
     if (!entry && opts.create) {
@@ -506,6 +510,11 @@ export class ClusterNode implements EntityRouter {
     if (entry.owner === this.#config.nodeId) return { here: true, owner: entry.owner, claimed };
     const owner = this.membership.member(entry.owner);
     if (!owner || owner.session !== entry.ownerSession) {
+      if (reread) {
+        // The entity may have moved already, and this node not heard of it yet: look again.
+        await this.ownership.read(entity);
+        return await this.#route(entity, opts, false);
+      }
       throw new BrokerError("unavailable", `the owner of ${key(entity)} is not reachable`, 1);
     }
     return { here: false, owner: entry.owner, address: owner.grpc, claimed };

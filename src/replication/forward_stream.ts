@@ -45,6 +45,12 @@ interface Pending {
   unlisten?: () => void;
 }
 
+/**
+ * grpc-js's detail when a call found no connection to start on (its picker's): the stream never
+ * started, so nothing written to it left this node.
+ */
+const NOT_CONNECTED = /^No connection established/;
+
 const CANCEL_FIELDS = {
   method: "",
   path: "",
@@ -78,10 +84,12 @@ export class ForwardStream {
       else p.resolve(res);
     });
     call.on("error", (err: grpc.ServiceError) => {
+      const details = err.details ?? err.message;
       this.#fail({
         code: err.code ?? grpc.status.UNKNOWN,
-        details: err.details ?? err.message,
-        sent: true,
+        details,
+        // grpc-js found no connection to start the stream on: nothing left this node.
+        sent: !(err.code === grpc.status.UNAVAILABLE && NOT_CONNECTED.test(details)),
       });
     });
     call.on("end", () => {

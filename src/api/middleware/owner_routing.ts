@@ -2,7 +2,7 @@ import type { Context, MiddlewareHandler, Next } from "hono";
 import { type EntityRef, NAME_PATTERN } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
-import { type EntityRouter, FORWARDS_HEADER, mayWait } from "../routing.ts";
+import { type EntityRouter, FORWARDS_HEADER, mayWait, type Route } from "../routing.ts";
 import { decodeSegment, EntityName, ListQuery, NAME_RULE } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
 import { invalidRequest } from "../validation.ts";
@@ -163,43 +163,47 @@ export async function serveOnOwner(
   opts: OwnerCallOptions,
 ): Promise<Response | void> {
   const forwards = forwardsOf(c);
-  if (forwards >= MAX_FORWARDS || (forwards > 0 && await router.isOwner(entity))) {
-    c.res = await serveHere(c, next, router, entity, opts);
+  const principal = c.get("principal");
+  const routeOpts = opts.create ? { create: { creator: principal.username } } : {};
+  // A request that came from a client goes where this node's cache says. One that would be
+  // served here (or was forwarded here) is first checked against ZooKeeper: free while this
+  // node may write the entity, a read when its view may be stale (another node's forward, or
+  // its own after a pause); a node that is not the owner after all routes it again. The last
+  // hop serves what it gets.
+  let route: Route | undefined = forwards > 0 ? undefined : await router.route(entity, routeOpts);
+  if (forwards < MAX_FORWARDS && (!route || route.here) && !(await router.isOwner(entity))) {
+    route = await router.route(entity, routeOpts);
+  }
+  if (!route || route.here) {
+    const res = await serveHere(c, next, router, entity, opts);
+    res.headers.set(OWNER_HEADER, router.nodeId);
+    c.res = res;
     return;
   }
-  const principal = c.get("principal");
-  const route = await router.route(
-    entity,
-    opts.create ? { create: { creator: principal.username } } : {},
-  );
+  const request = withRequestId(opts.request ?? c.req.raw, c.get("reqId"));
+  // A long poll ends on the owner too when its client goes away (no messages taken for
+  // nobody); other requests never touch the signal (it costs a watch on the connection).
+  const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
+  const started = performance.now();
   let res: Response;
-  if (route.here) {
-    res = await serveHere(c, next, router, entity, opts);
-  } else {
-    const request = withRequestId(opts.request ?? c.req.raw, c.get("reqId"));
-    // A long poll ends on the owner too when its client goes away (no messages taken for
-    // nobody); other requests never touch the signal (it costs a watch on the connection).
-    const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
-    const started = performance.now();
-    try {
-      res = await router.forward(route.address, request, principal, {
-        signal,
-        forwards: forwards + 1,
-      });
-    } catch (err) {
-      // The owner never answered: this node answers (5xx) and counts the request itself.
-      opts.metrics?.forwards.labels("error").inc();
-      throw err;
-    }
-    c.set("forwardedTo", route.owner);
-    opts.metrics?.forwards.labels(res.status >= 500 ? "5xx" : "ok").inc();
-    opts.metrics?.forwardDuration.observe((performance.now() - started) / 1000);
-    // This node acted as a gateway to the owner (RFC 9110 Via): shows a forward happened.
-    res.headers.append("via", `1.1 ${router.nodeId}`);
+  try {
+    res = await router.forward(route.address, request, principal, {
+      signal,
+      forwards: forwards + 1,
+    });
+  } catch (err) {
+    // The owner never answered: this node answers (5xx) and counts the request itself.
+    opts.metrics?.forwards.labels("error").inc();
+    throw err;
   }
-  res.headers.set(OWNER_HEADER, route.owner);
-  if (!route.here) return res;
-  c.res = res;
+  c.set("forwardedTo", route.owner);
+  opts.metrics?.forwards.labels(res.status >= 500 ? "5xx" : "ok").inc();
+  opts.metrics?.forwardDuration.observe((performance.now() - started) / 1000);
+  // This node acted as a gateway to the owner (RFC 9110 Via): shows a forward happened.
+  res.headers.append("via", `1.1 ${router.nodeId}`);
+  // The node that served it names itself; nodes of earlier versions did not.
+  if (!res.headers.has(OWNER_HEADER)) res.headers.set(OWNER_HEADER, route.owner);
+  return res;
 }
 
 /**
