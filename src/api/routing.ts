@@ -1,3 +1,4 @@
+import { BrokerError } from "../broker/errors.ts";
 import type { EntityRef, EntityType } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
 
@@ -5,6 +6,18 @@ import type { Principal } from "../auth/users.ts";
 export type Route =
   | { here: true; owner: string; claimed: boolean }
   | { here: false; owner: string; address: string; claimed: boolean };
+
+/**
+ * What EntityRouter.lifecycle throws when, by the turn of a create or a delete, the entity is
+ * no longer this node's (a delete or a move queued before it came first): nothing ran, and the
+ * request may be routed again. Whoever gets it sees a 503: nothing changed, try again.
+ */
+export class NotOwnerError extends BrokerError {
+  constructor(detail: string) {
+    super("unavailable", detail, 1);
+    this.name = "NotOwnerError";
+  }
+}
 
 /**
  * How many times a request was forwarded, set by the forwarding node (a client's own is

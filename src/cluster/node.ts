@@ -22,6 +22,7 @@ import {
   type EntityStatus,
   mayWait,
   type NodeStatus,
+  NotOwnerError,
   type ReplicationHealth,
   type Route,
 } from "../api/routing.ts";
@@ -556,6 +557,10 @@ export class ClusterNode implements EntityRouter {
     return this.#lifecycles.run(k, async () => {
       if (kind === "create" && this.#unrecorded.has(k)) {
         throw new BrokerError("unavailable", `${k} is being deleted; try again`, 1);
+      }
+      // Queued behind a delete (or a move) that made the name someone else's, or nobody's.
+      if (!this.#owns(this.ownership.get(entity))) {
+        throw new NotOwnerError(`${k} changed owner before this ${kind} ran; try again`);
       }
       const res = await run();
       const ok = await succeeded(res.clone());

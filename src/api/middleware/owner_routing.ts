@@ -2,7 +2,13 @@ import type { Context, MiddlewareHandler, Next } from "hono";
 import { type EntityRef, NAME_PATTERN } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
-import { type EntityRouter, FORWARDS_HEADER, mayWait, type Route } from "../routing.ts";
+import {
+  type EntityRouter,
+  FORWARDS_HEADER,
+  mayWait,
+  NotOwnerError,
+  type Route,
+} from "../routing.ts";
 import { decodeSegment, EntityName, ListQuery, NAME_RULE } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
 import { invalidRequest } from "../validation.ts";
@@ -171,14 +177,23 @@ export async function serveOnOwner(
   // its own after a pause); a node that is not the owner after all routes it again. The last
   // hop serves what it gets.
   let route: Route | undefined = forwards > 0 ? undefined : await router.route(entity, routeOpts);
-  if (forwards < MAX_FORWARDS && (!route || route.here) && !(await router.isOwner(entity))) {
+  let rerouted = forwards >= MAX_FORWARDS;
+  if (!rerouted && (!route || route.here) && !(await router.isOwner(entity))) {
+    rerouted = true;
     route = await router.route(entity, routeOpts);
   }
-  if (!route || route.here) {
-    const res = await serveHere(c, next, router, entity, opts);
-    res.headers.set(OWNER_HEADER, router.nodeId);
-    c.res = res;
-    return;
+  while (!route || route.here) {
+    try {
+      const res = await serveHere(c, next, router, entity, opts);
+      res.headers.set(OWNER_HEADER, router.nodeId);
+      c.res = res;
+      return;
+    } catch (err) {
+      // A create or delete that waited its turn behind one that moved the name: route it again.
+      if (!(err instanceof NotOwnerError) || rerouted) throw err;
+      rerouted = true;
+      route = await router.route(entity, routeOpts);
+    }
   }
   const request = withRequestId(opts.request ?? c.req.raw, c.get("reqId"));
   // A long poll ends on the owner too when its client goes away (no messages taken for
