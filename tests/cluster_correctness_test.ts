@@ -25,38 +25,10 @@ import {
   QUEUES,
   SESSION_MS,
   underLoad,
+  viewsAgree,
   waitCaughtUp,
   zooKeeperView,
 } from "./support/faults.ts";
-
-/** `type/name` -> `owner@epoch` as one node's own cache holds it. */
-async function nodeView(c: Cluster, id: string): Promise<Map<string, string>> {
-  const res = await c.call("GET", "/v1/cluster?scope=local", { base: c.nodeUrl(id) });
-  assert.equal(res.status, 200, JSON.stringify(res.body));
-  const status = res.body as ClusterStatus;
-  return new Map(status.entities.map((e) => [`${e.type}/${e.name}`, `${e.owner}@${e.epoch}`]));
-}
-
-/** Waits until every node's ownership view equals ZooKeeper's. */
-async function viewsAgree(c: Cluster): Promise<Map<string, string>> {
-  let diff = "";
-  return await c.waitFor("every node's ownership view to equal ZooKeeper's", async () => {
-    const truth = await zooKeeperView(c);
-    const wrong: string[] = [];
-    for (const id of c.nodeIds) {
-      const view = await nodeView(c, id);
-      for (const k of new Set([...truth.keys(), ...view.keys()])) {
-        if (truth.get(k) !== view.get(k)) {
-          wrong.push(
-            `${id}: ${k} ${view.get(k) ?? "missing"} (ZooKeeper: ${truth.get(k) ?? "none"})`,
-          );
-        }
-      }
-    }
-    diff = wrong.slice(0, 10).join("; ");
-    return wrong.length === 0 ? truth : undefined;
-  }, { timeoutMs: 20_000, intervalMs: 250, describe: () => diff });
-}
 
 async function storeIdentity(c: Cluster, id: string): Promise<string> {
   const redis = new Redis(`${c.redisUrl(id)}/0`);
@@ -410,6 +382,100 @@ Deno.test({
         await c.start(owner);
         await waitCaughtUp(c, sick);
       });
+    });
+  },
+});
+
+for (const [type, fault] of [["queue", "SIGSTOP"], ["topic", "SIGKILL"]] as const) {
+  Deno.test({
+    name: `cluster: a ${type} deleted while its owner was away (${fault}) and created again is ` +
+      "new and empty, wherever it is placed",
+    ...opts,
+    fn: async () => {
+      await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+        const path = `/v1/${type}s/phoenix`;
+        const made = await c.call("PUT", path, { body: {} });
+        assert.equal(made.status, 201, JSON.stringify(made.body));
+        if (type === "topic") {
+          const sub = await c.call("PUT", `${path}/subscriptions/s`, { body: {} });
+          assert.equal(sub.status, 201, JSON.stringify(sub.body));
+        }
+        const sent = await c.call("POST", `${path}/messages`, {
+          body: { messages: [{ body: "before the delete" }] },
+        });
+        assert.equal(sent.status, 201, JSON.stringify(sent.body));
+        await c.waitFor("every replica in sync", async () => {
+          const e = (await c.cluster()).entities.find((e) => e.name === "phoenix");
+          return e && e.inSync.length === e.replicas.length;
+        });
+        const owner = (await zooKeeperView(c)).get(`${type}/phoenix`)!.split("@")[0];
+        const other = c.nodeIds.find((id) => id !== owner)!;
+
+        // The owner goes away with its copy; the entity fails over and is deleted meanwhile.
+        await c.kill(owner, fault);
+        await c.waitFor("the entity failed over", async () => {
+          return !(await zooKeeperView(c)).get(`${type}/phoenix`)?.startsWith(`${owner}@`);
+        }, { timeoutMs: 30_000, intervalMs: 50 });
+        const deleted = await c.waitFor("the delete", async () => {
+          const res = await c.call("DELETE", path, { base: c.nodeUrl(other) });
+          return res.status === 503 || res.status === 504 ? undefined : res;
+        }, { timeoutMs: 30_000, intervalMs: 250 });
+        assert.equal(deleted.status, 204, JSON.stringify(deleted.body));
+        if (fault === "SIGKILL") await c.start(owner);
+        else await c.kill(owner, "SIGCONT");
+        await viewsAgree(c);
+
+        // Created again: the returning node owns the fewest entities, so it is placed there
+        // (where the old copy is) as often as not; either way the entity is a new one.
+        const again = await c.call("PUT", path, { base: c.nodeUrl(other), body: {} });
+        assert.equal(again.status, 201, JSON.stringify(again.body));
+        assert.notEqual(again.body.createdAt, made.body.createdAt);
+        const peek = await c.call("GET", `${path}/messages`);
+        assert.equal(peek.status, 200, JSON.stringify(peek.body));
+        assert.deepEqual(peek.body.messages, [], "the deleted incarnation's message is back");
+        if (type === "topic") {
+          const subs = await c.call("GET", `${path}/subscriptions`);
+          assert.deepEqual(subs.body.subscriptions, [], JSON.stringify(subs.body));
+        }
+        const placed = (await zooKeeperView(c)).get(`${type}/phoenix`)!.split("@")[0];
+        if (placed === owner) {
+          assert.match(await c.nodeLog(owner), /dropped a local copy of an earlier incarnation/);
+        }
+      });
+    },
+  });
+}
+
+Deno.test({
+  name: "cluster: creates and deletes of one name racing through every node answer 200/201 and " +
+    "204/404, never 503, and leave one owner",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      const counts = new Map<string, number>();
+      const odd: string[] = [];
+      const jitter = () => new Promise((r) => setTimeout(r, Math.random() * 20));
+      const one = async (method: "PUT" | "DELETE", id: string, ok: number[]) => {
+        await jitter();
+        const res = await c.call(method, "/v1/queues/contested", {
+          base: c.nodeUrl(id),
+          body: method === "PUT" ? {} : undefined,
+        });
+        const k = `${method} ${res.status}`;
+        counts.set(k, (counts.get(k) ?? 0) + 1);
+        if (!ok.includes(res.status)) odd.push(`${k} via ${id}: ${JSON.stringify(res.body)}`);
+      };
+      for (let round = 0; round < 100; round++) {
+        await Promise.all(c.nodeIds.flatMap((id) => [
+          one("PUT", id, [200, 201]),
+          one("DELETE", id, [204, 404]),
+        ]));
+      }
+      console.log(`create/delete races: ${JSON.stringify([...counts].sort())}`);
+      assert.deepEqual(odd, []);
+      const views = await viewsAgree(c);
+      const exists = (await c.call("GET", "/v1/queues/contested")).status === 200;
+      assert.equal(views.has("queue/contested"), exists);
     });
   },
 });

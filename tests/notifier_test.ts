@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { Notifier, type PollLook } from "../src/broker/notifier.ts";
+import { BrokerError } from "../src/broker/errors.ts";
 
 /** Resolves after the macrotasks queued so far (a timer of 0 ms) have run. */
 function nextMacrotask(): Promise<void> {
@@ -223,5 +224,44 @@ Deno.test("notifier: wait resolves on notify, and wakeAll wakes every key", asyn
   assert.equal(n.waiting, 1);
   n.wakeAll();
   await b;
+  assert.equal(n.waiting, 0);
+});
+
+Deno.test("notifier: an entity that moved away while the poll waited ends it with nothing taken", async () => {
+  const n = new Notifier();
+  const moved = () => new BrokerError("unavailable", "queue/q: owned by node2", 1);
+  // The first look fails: the request reached a node that does not serve the entity (503).
+  await assert.rejects(
+    n.poll("k", () => Promise.reject(moved()), {
+      waitMs: 60_000,
+      now: Date.now,
+      unavailable: () => "moved",
+    }),
+    (err) => err instanceof BrokerError && err.code === "unavailable",
+  );
+  // A look after a wait fails so: the poll answers `unavailable()`, not an error.
+  let looks = 0;
+  const value = await n.poll("k", () => {
+    looks++;
+    if (looks === 1) {
+      setTimeout(() => n.notify("k"), 5);
+      return Promise.resolve(idle("nothing yet"));
+    }
+    return Promise.reject(moved());
+  }, { waitMs: 60_000, now: Date.now, unavailable: () => "moved" });
+  assert.equal(value, "moved");
+  // Any other error after a wait still rejects.
+  looks = 0;
+  await assert.rejects(
+    n.poll("k", () => {
+      looks++;
+      if (looks === 1) {
+        setTimeout(() => n.notify("k"), 5);
+        return Promise.resolve(idle("nothing yet"));
+      }
+      return Promise.reject(new BrokerError("store_lost", "the local store lost its data"));
+    }, { waitMs: 60_000, now: Date.now, unavailable: () => "moved" }),
+    (err) => err instanceof BrokerError && err.code === "store_lost",
+  );
   assert.equal(n.waiting, 0);
 });

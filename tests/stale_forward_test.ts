@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { PeerClients } from "../src/replication/peers.ts";
 import type { Principal } from "../src/auth/users.ts";
 import { type Cluster, withCluster } from "./support/cluster.ts";
-import { busiestOwner, opts, SESSION_MS, zooKeeperView } from "./support/faults.ts";
+import { busiestOwner, opts, SESSION_MS, viewsAgree, zooKeeperView } from "./support/faults.ts";
 
 const SECRET = `stale-forward-${crypto.randomUUID()}`;
 
@@ -244,6 +244,73 @@ Deno.test({
         }, { timeoutMs: 30_000 });
       }
       assert.deepEqual(problems, []);
+    });
+  },
+});
+
+Deno.test({
+  name: "forwarding: a long poll whose queue or topic is handed over while it waits answers 200",
+  ...opts,
+  fn: async () => {
+    await withCluster({ sessionTimeoutMs: SESSION_MS }, async (c) => {
+      const names = ["lp0", "lp1", "lp2", "lp3", "lp4", "lp5"];
+      const topic = (i: number) => i % 2 === 1;
+      const receive = (i: number) =>
+        topic(i)
+          ? `/v1/topics/${names[i]}/subscriptions/s/receive`
+          : `/v1/queues/${names[i]}/receive`;
+      for (const [i, name] of names.entries()) {
+        const kind = topic(i) ? "topics" : "queues";
+        assert.equal((await c.call("PUT", `/v1/${kind}/${name}`, { body: {} })).status, 201);
+        if (topic(i)) {
+          const sub = await c.call("PUT", `/v1/topics/${name}/subscriptions/s`, { body: {} });
+          assert.equal(sub.status, 201);
+        }
+      }
+      // A node back from a crash owns nothing; the others hand it entities to balance the load,
+      // one at a time, with no fault in progress.
+      const victim = c.nodeIds[0];
+      await c.kill(victim, "SIGKILL");
+      await c.waitFor("its entities failed over", async () => {
+        return [...(await zooKeeperView(c)).values()].every((o) => !o.startsWith(`${victim}@`));
+      }, { timeoutMs: 30_000, intervalMs: 100 });
+      await c.start(victim);
+      await viewsAgree(c);
+      const before = await zooKeeperView(c);
+      const moved = () =>
+        zooKeeperView(c).then((now) =>
+          [...now].filter(([k, v]) => before.get(k)?.split("@")[0] !== v.split("@")[0]).length
+        );
+      // Long polls through nodes that do not own the entity, until two entities moved.
+      let running = true;
+      const answers = new Map<number, number>();
+      const odd: string[] = [];
+      const pollers = names.map(async (name, i) => {
+        for (let k = i; running; k++) {
+          const view = await zooKeeperView(c);
+          const owner = view.get(`${topic(i) ? "topic" : "queue"}/${name}`)!.split("@")[0];
+          const via = c.nodeIds.filter((id) => id !== owner)[k % 2];
+          const res = await c.call("POST", receive(i), {
+            base: c.nodeUrl(via),
+            body: { max: 1, waitSeconds: 2 },
+          });
+          answers.set(res.status, (answers.get(res.status) ?? 0) + 1);
+          if (res.status !== 200) {
+            odd.push(`${name} via ${via}: ${res.status} ${JSON.stringify(res.body)}`);
+          }
+        }
+      });
+      try {
+        await c.waitFor("two entities handed over", async () => (await moved()) >= 2, {
+          timeoutMs: 90_000,
+          intervalMs: 500,
+        });
+      } finally {
+        running = false;
+        await Promise.all(pollers);
+      }
+      console.log(`long polls across hand-overs: ${JSON.stringify([...answers])}`);
+      assert.deepEqual(odd, []);
     });
   },
 });

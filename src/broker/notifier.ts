@@ -1,3 +1,5 @@
+import { BrokerError } from "./errors.ts";
+
 /** What one look of a long poll found. */
 export interface PollLook<T> {
   /** The answer, if the poll ends here. */
@@ -20,6 +22,12 @@ export interface PollOptions<T> {
   now: () => number;
   /** The answer after an abort during a wait; without it, one more look answers. */
   aborted?: () => T;
+  /**
+   * The answer when a look after a wait fails as `unavailable`: the entity moved to another
+   * node (a hand-over) or its store went down while the poll waited. Nothing was taken, and
+   * the client's next poll finds the owner. Without it, the error is thrown (503).
+   */
+  unavailable?: () => T;
 }
 
 /**
@@ -98,11 +106,19 @@ export class Notifier {
     };
     // The previous look already found something due, yet nothing to deliver.
     let overdue = false;
+    let waited = false;
     while (true) {
       notified = false;
       this.#listen(key, listener);
       try {
-        const res = await look();
+        let res: PollLook<T>;
+        try {
+          res = await look();
+        } catch (err) {
+          const moved = err instanceof BrokerError && err.code === "unavailable";
+          if (waited && moved && opts.unavailable) return opts.unavailable();
+          throw err;
+        }
         if (res.again && !signal?.aborted) continue;
         if (res.ready || signal?.aborted || this.#closed) return res.value;
         const left = until - Date.now();
@@ -132,6 +148,7 @@ export class Notifier {
           wake = done;
           signal?.addEventListener("abort", done, { once: true });
         });
+        waited = true;
         if (signal?.aborted && opts.aborted) return opts.aborted();
       } finally {
         this.#unlisten(key, listener);

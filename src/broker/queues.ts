@@ -539,6 +539,7 @@ export class QueueService {
         // Nobody to deliver to any more: take nothing (it would stay invisible for nothing).
         // (An abort during a look returns its deliveries anyway; they time out unacked.)
         aborted: () => [],
+        unavailable: () => [],
       },
     );
   }

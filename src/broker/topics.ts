@@ -655,6 +655,7 @@ export class TopicService {
         signal: opts.signal,
         now: () => this.store.now(),
         aborted: () => [],
+        unavailable: () => [],
       },
     );
   }

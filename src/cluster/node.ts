@@ -30,7 +30,12 @@ import type { RecordSink, ReplicationRecord } from "../replication/record.ts";
 import { PeerClients } from "../replication/peers.ts";
 import { ReplicationServer } from "../replication/server.ts";
 import { Shipper } from "../replication/shipper.ts";
-import { adoptEpoch, type EntitySnapshot, readPosition } from "../replication/snapshot.ts";
+import {
+  adoptEpoch,
+  discardEarlierIncarnation,
+  type EntitySnapshot,
+  readPosition,
+} from "../replication/snapshot.ts";
 import { ZkError, ZkSession } from "./zk.ts";
 import { Membership } from "./membership.ts";
 import { type EntityEntry, type InSyncReplica, isrNodes, Ownership } from "./ownership.ts";
@@ -858,6 +863,12 @@ export class ClusterNode implements EntityRouter {
    */
   async #prepare(entry: EntityEntry): Promise<void> {
     const { entity } = entry;
+    if (await discardEarlierIncarnation(this.#local, entity, entry.czxid)) {
+      this.#log.warn(
+        { entity: key(entity) },
+        `${key(entity)}: dropped a local copy of an earlier incarnation (deleted while away)`,
+      );
+    }
     await this.#hooks.beforeServing?.(entity);
     await adoptEpoch(this.#local, entity, entry.epoch);
     if (entry.moved === "failover") {

@@ -301,3 +301,28 @@ return 1
 export async function adoptEpoch(redis: Redis, entity: EntityRef, epoch: number): Promise<void> {
   await redis.eval(ADOPT_EPOCH_LUA, 1, entityKeys(entity, ["", "", ""])[0], epoch);
 }
+
+/**
+ * Drops the local copy of an entity when it is left from an earlier incarnation of the name:
+ * its epoch is below `since`, the first epoch of the incarnation ZooKeeper records now (epochs
+ * never repeat for a name; cluster/ownership.ts). A node that was away (paused, down) while
+ * the entity was deleted still holds it, and a create placed here again must not find it, old
+ * messages and all. Returns whether there was such a copy.
+ */
+export async function discardEarlierIncarnation(
+  redis: Redis,
+  entity: EntityRef,
+  since: number,
+): Promise<boolean> {
+  const position = await readPosition(redis, entity);
+  if (!position.exists || position.epoch >= since) return false;
+  // Restoring nothing deletes every key the entity has, subscriptions and registry entry too.
+  await restoreSnapshot(redis, {
+    entity,
+    seq: 0,
+    epoch: since,
+    keys: [],
+    registry: { kind: "", value: "" },
+  });
+  return true;
+}

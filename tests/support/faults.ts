@@ -217,3 +217,32 @@ export async function zooKeeperView(c: Cluster): Promise<Map<string, string>> {
     zk.close();
   }
 }
+
+/** `type/name` -> `owner@epoch` as one node's own cache holds it. */
+export async function nodeView(c: Cluster, id: string): Promise<Map<string, string>> {
+  const res = await c.call("GET", "/v1/cluster?scope=local", { base: c.nodeUrl(id) });
+  assert.equal(res.status, 200, JSON.stringify(res.body));
+  const status = res.body as ClusterStatus;
+  return new Map(status.entities.map((e) => [`${e.type}/${e.name}`, `${e.owner}@${e.epoch}`]));
+}
+
+/** Waits until every node's ownership view equals ZooKeeper's. */
+export async function viewsAgree(c: Cluster): Promise<Map<string, string>> {
+  let diff = "";
+  return await c.waitFor("every node's ownership view to equal ZooKeeper's", async () => {
+    const truth = await zooKeeperView(c);
+    const wrong: string[] = [];
+    for (const id of c.nodeIds) {
+      const view = await nodeView(c, id);
+      for (const k of new Set([...truth.keys(), ...view.keys()])) {
+        if (truth.get(k) !== view.get(k)) {
+          wrong.push(
+            `${id}: ${k} ${view.get(k) ?? "missing"} (ZooKeeper: ${truth.get(k) ?? "none"})`,
+          );
+        }
+      }
+    }
+    diff = wrong.slice(0, 10).join("; ");
+    return wrong.length === 0 ? truth : undefined;
+  }, { timeoutMs: 20_000, intervalMs: 250, describe: () => diff });
+}

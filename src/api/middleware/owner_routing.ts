@@ -147,6 +147,9 @@ export const OWNER_HEADER = "momd-owner";
  */
 const MAX_FORWARDS = 2;
 
+/** How many times a create or delete that lost its turn to another is routed again. */
+const MAX_REQUEUES = 3;
+
 /**
  * How many times a forwarded request was forwarded (0: it came from a client). Nodes of
  * earlier versions send no count: once.
@@ -177,11 +180,14 @@ export async function serveOnOwner(
   // its own after a pause); a node that is not the owner after all routes it again. The last
   // hop serves what it gets.
   let route: Route | undefined = forwards > 0 ? undefined : await router.route(entity, routeOpts);
-  let rerouted = forwards >= MAX_FORWARDS;
-  if (!rerouted && (!route || route.here) && !(await router.isOwner(entity))) {
-    rerouted = true;
+  const last = forwards >= MAX_FORWARDS;
+  if (!last && (!route || route.here) && !(await router.isOwner(entity))) {
     route = await router.route(entity, routeOpts);
   }
+  // A create or delete that waited its turn behind one that moved the name is routed again:
+  // each time another create or delete of the name came first, so a few rounds settle any race
+  // (the last hop may only stay here).
+  let requeues = 0;
   while (!route || route.here) {
     try {
       const res = await serveHere(c, next, router, entity, opts);
@@ -189,10 +195,9 @@ export async function serveOnOwner(
       c.res = res;
       return;
     } catch (err) {
-      // A create or delete that waited its turn behind one that moved the name: route it again.
-      if (!(err instanceof NotOwnerError) || rerouted) throw err;
-      rerouted = true;
+      if (!(err instanceof NotOwnerError) || requeues++ >= MAX_REQUEUES) throw err;
       route = await router.route(entity, routeOpts);
+      if (last && !route.here) throw err;
     }
   }
   const request = withRequestId(opts.request ?? c.req.raw, c.get("reqId"));
