@@ -314,6 +314,7 @@ export async function discardEarlierIncarnation(
   entity: EntityRef,
   since: number,
 ): Promise<boolean> {
+  if (!(since > 0)) return false; // no incarnation known: keep whatever is there
   const position = await readPosition(redis, entity);
   if (!position.exists || position.epoch >= since) return false;
   // Restoring nothing deletes every key the entity has, subscriptions and registry entry too.
