@@ -230,7 +230,7 @@ export async function serveOnOwner(
  * Serves a request about an entity this node owns (or was forwarded): once it caught up with
  * ZooKeeper; a create or a delete through the owner's lifecycle (EntityRouter.lifecycle).
  */
-export async function serveHere(
+async function serveHere(
   c: Context<AppEnv>,
   next: Next,
   router: EntityRouter,
