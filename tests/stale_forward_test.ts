@@ -117,6 +117,40 @@ Deno.test({
             },
           );
 
+          await t.step(
+            "a request held past its caller's deadline is not served, forwarded or not",
+            async () => {
+              // Forwarded with a deadline that passed (its target was frozen meanwhile).
+              const node = (await c.cluster()).nodes.find((n) => n.id === owner)!;
+              const late = await peers.forwardHttp(
+                node.grpc!,
+                new Request(`http://${owner}/v1/queues/held/messages`, {
+                  method: "POST",
+                  headers: { "content-type": "application/json" },
+                  body: JSON.stringify({ messages: [{ body: "late", dedupId: "late" }] }),
+                }),
+                principalOf(c.token),
+                { deadlineAt: Date.now() - 1000 },
+              );
+              const body = await late.json();
+              assert.equal(late.status, 503, JSON.stringify(body));
+              assert.match(body.detail, /held past/);
+              // Through NGINX's header: started a minute ago, or now.
+              const sent = (start: number, body: string) =>
+                c.call("POST", "/v1/queues/held/messages", {
+                  base: c.nodeUrl(stale),
+                  headers: { "momd-request-start": (start / 1000).toFixed(3) },
+                  body: { messages: [{ body, dedupId: body }] },
+                });
+              const old = await sent(Date.now() - 60_000, "old");
+              assert.equal(old.status, 503, JSON.stringify(old.body));
+              assert.equal(await depth(c, "held"), 2, "nothing stored");
+              const fresh = await sent(Date.now(), "fresh");
+              assert.equal(fresh.status, 201, JSON.stringify(fresh.body));
+              assert.equal(await depth(c, "held"), 3);
+            },
+          );
+
           await t.step("a send to a deleted queue is a 404 at any node, not a 503", async () => {
             assert.equal((await c.call("PUT", "/v1/queues/gone", { body: {} })).status, 201);
             const { others } = await ownerOf(c, "gone");

@@ -25,6 +25,15 @@ export class NotOwnerError extends BrokerError {
  */
 export const FORWARDS_HEADER = "momd-forwards";
 
+/**
+ * When the caller of a forwarded request stops waiting (ms since the epoch), set by the node
+ * that forwards it: a request still queued after that (its target was frozen) is not served.
+ */
+export const DEADLINE_HEADER = "momd-deadline";
+
+/** When NGINX passed the request on (`$msec`: seconds since the epoch, with milliseconds). */
+export const REQUEST_START_HEADER = "momd-request-start";
+
 const MAY_WAIT = /\/(?:receive|requests)$|^\/v1\/tasks\/[^/]+$/;
 
 /**
@@ -105,14 +114,20 @@ export interface EntityRouter {
   /**
    * Sends a request to the owner at `address` and returns its answer; `signal` (the client went
    * away) cancels it there too; `forwards` counts the forwards of the request, this one included
-   * (1 unless a forwarded request goes on to the owner).
+   * (1 unless a forwarded request goes on to the owner); `deadline` is when its caller stops
+   * waiting, if earlier than this forward's own timeout.
    */
   forward(
     address: string,
     request: Request,
     principal: Principal | null,
-    opts?: { signal?: AbortSignal; forwards?: number },
+    opts?: { signal?: AbortSignal; forwards?: number; deadline?: number },
   ): Promise<Response>;
+  /**
+   * When a caller that sent `path` through NGINX at `startMs` (its clock) stops waiting: NGINX's
+   * read timeout is above the forward timeout, so this node's forward timeout is a safe bound.
+   */
+  deadlineFrom(startMs: number, path: string): number;
   /**
    * Serves a create or a delete of an entity this node owns: `run` is the handler, `succeeded`
    * tells from its answer whether the entity was made (or deleted). One at a time per entity,

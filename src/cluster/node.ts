@@ -543,13 +543,23 @@ export class ClusterNode implements EntityRouter {
     address: string,
     request: Request,
     principal: Principal | null,
-    opts: { signal?: AbortSignal; forwards?: number } = {},
+    opts: { signal?: AbortSignal; forwards?: number; deadline?: number } = {},
   ): Promise<Response> {
     // A long poll may wait up to MAX_WAIT_MS on the owner; anything else is answered by the
     // owner within the replication ack timeout. A frozen owner fails the call sooner still
     // (gRPC keepalive).
     const deadlineMs = this.#config.forwardTimeoutMs + (mayWait(request.url) ? MAX_WAIT_MS : 0);
-    return this.peers.forwardHttp(address, request, principal, { ...opts, deadlineMs });
+    const deadlineAt = Math.min(opts.deadline ?? Infinity, Date.now() + deadlineMs);
+    return this.peers.forwardHttp(address, request, principal, {
+      signal: opts.signal,
+      forwards: opts.forwards,
+      deadlineMs,
+      deadlineAt,
+    });
+  }
+
+  deadlineFrom(startMs: number, path: string): number {
+    return startMs + this.#config.forwardTimeoutMs + (mayWait(path) ? MAX_WAIT_MS : 0);
   }
 
   lifecycle(

@@ -8,7 +8,7 @@ import grpc from "@grpc/grpc-js";
 import { BrokerError } from "../broker/errors.ts";
 import type { EntityRef } from "../broker/keys.ts";
 import type { Principal } from "../auth/users.ts";
-import { FORWARDS_HEADER } from "../api/routing.ts";
+import { DEADLINE_HEADER, FORWARDS_HEADER } from "../api/routing.ts";
 import { clientOptions, type GrpcTls, peerChannel } from "./grpc_auth.ts";
 import { ForwardStream, type WireHttpRequest, type WireHttpResponse } from "./forward_stream.ts";
 import {
@@ -173,23 +173,28 @@ export class PeerClients {
    * Sends an HTTP request to the node at `address`, which serves it as its own, with the caller
    * this node authenticated: over the node's Forward.Stream (forward_stream.ts), or a unary
    * Forward.Http call if the node does not serve the stream. Failures to reach it are
-   * BrokerError("unavailable"). `forwards` counts this forward too (FORWARDS_HEADER).
+   * BrokerError("unavailable"). `forwards` counts this forward too (FORWARDS_HEADER);
+   * `deadlineAt` tells the node when the caller stops waiting (DEADLINE_HEADER).
    */
   async forwardHttp(
     address: string,
     request: Request,
     principal: Principal | null,
-    opts: { deadlineMs?: number; signal?: AbortSignal; forwards?: number } = {},
+    opts: { deadlineMs?: number; signal?: AbortSignal; forwards?: number; deadlineAt?: number } =
+      {},
   ): Promise<Response> {
     // Every forwarded request pays this on the hot path: no URL parsing, no copies of the body.
     const url = request.url;
     const pathStart = url.indexOf("/", url.indexOf("//") + 2);
     const headers = [{ name: FORWARDS_HEADER, value: String(opts.forwards ?? 1) }];
+    if (opts.deadlineAt !== undefined) {
+      headers.push({ name: DEADLINE_HEADER, value: String(Math.round(opts.deadlineAt)) });
+    }
     request.headers.forEach((value, name) => {
       // The owner takes the forwarded principal as verified and never reads the token.
       if (
         !HOP_BY_HOP.has(name) && !(principal && name === "authorization") &&
-        name !== FORWARDS_HEADER
+        name !== FORWARDS_HEADER && name !== DEADLINE_HEADER
       ) {
         headers.push({ name, value });
       }

@@ -3,12 +3,15 @@ import { type EntityRef, NAME_PATTERN } from "../../broker/keys.ts";
 import { decodeTaskId } from "../../broker/requests.ts";
 import { type AppEnv, forwardedOf } from "../context.ts";
 import {
+  DEADLINE_HEADER,
   type EntityRouter,
   FORWARDS_HEADER,
   mayWait,
   NotOwnerError,
+  REQUEST_START_HEADER,
   type Route,
 } from "../routing.ts";
+import { BrokerError } from "../../broker/errors.ts";
 import { decodeSegment, EntityName, ListQuery, NAME_RULE } from "../schemas/common.ts";
 import { ApiError } from "../problem.ts";
 import { invalidRequest } from "../validation.ts";
@@ -161,6 +164,36 @@ function forwardsOf(c: Context<AppEnv>): number {
 }
 
 /**
+ * When the caller of this request stops waiting (ms since the epoch; undefined: unknown, a
+ * client that came straight to this node): the forwarding node's deadline, or NGINX's start
+ * plus this node's forward timeout.
+ */
+function deadlineOf(c: Context<AppEnv>, router: EntityRouter): number | undefined {
+  if (forwardedOf(c)) {
+    const at = Number(c.req.header(DEADLINE_HEADER));
+    return at > 0 ? at : undefined;
+  }
+  const start = Number(c.req.header(REQUEST_START_HEADER));
+  return start > 0 ? router.deadlineFrom(start * 1000, c.req.path) : undefined;
+}
+
+/**
+ * A request held past its caller's deadline (its node was frozen while it waited, and NGINX or
+ * the forwarding node gave up, perhaps repeating it elsewhere) is not served: served late, it
+ * could undo what the caller did next (a delete held across a pause deleting the entity the
+ * caller created again). Nothing is applied; nobody is listening.
+ */
+function checkDeadline(deadline: number | undefined): void {
+  if (deadline !== undefined && Date.now() > deadline) {
+    throw new BrokerError(
+      "unavailable",
+      "the request was held past the time its caller waits (not applied); send it again",
+      1,
+    );
+  }
+}
+
+/**
  * Serves a request about `entity` on its owner: here (after catching up with ZooKeeper) or
  * forwarded with the authenticated caller. The answer names the owner (OWNER_HEADER).
  */
@@ -172,6 +205,8 @@ export async function serveOnOwner(
   opts: OwnerCallOptions,
 ): Promise<Response | void> {
   const forwards = forwardsOf(c);
+  const deadline = deadlineOf(c, router);
+  checkDeadline(deadline);
   const principal = c.get("principal");
   const routeOpts = opts.create ? { create: { creator: principal.username } } : {};
   // A request that came from a client goes where this node's cache says. One that would be
@@ -190,6 +225,7 @@ export async function serveOnOwner(
   let requeues = 0;
   while (!route || route.here) {
     try {
+      checkDeadline(deadline);
       const res = await serveHere(c, next, router, entity, opts);
       res.headers.set(OWNER_HEADER, router.nodeId);
       c.res = res;
@@ -206,10 +242,12 @@ export async function serveOnOwner(
   const signal = mayWait(c.req.path) ? c.req.raw.signal : undefined;
   const started = performance.now();
   let res: Response;
+  checkDeadline(deadline);
   try {
     res = await router.forward(route.address, request, principal, {
       signal,
       forwards: forwards + 1,
+      deadline,
     });
   } catch (err) {
     // The owner never answered: this node answers (5xx) and counts the request itself.
