@@ -577,6 +577,9 @@ export class ClusterNode implements EntityRouter {
       if (!this.#owns(this.ownership.get(entity))) {
         throw new NotOwnerError(`${k} changed owner before this ${kind} ran; try again`);
       }
+      // The name may have been granted anew while this waited its turn: let its take-over
+      // finish (ready() only waited for the one in progress then).
+      await this.#preparing.get(k);
       const res = await run();
       const ok = await succeeded(res.clone());
       if (kind === "delete") {
